@@ -1,0 +1,130 @@
+//! Engines store Faye's state: live clients, their subscriptions and their queues of
+//! undelivered messages.
+//!
+//! The [`Engine`] trait is shaped for a networked engine (Redis) as much as for the
+//! [`MemoryEngine`]: every method is async and fallible, and the engine tells the
+//! server through an [`EngineListener`] when a client has mail or was destroyed. The
+//! engine knows nothing of Bayeux replies or transports: a queued message is the
+//! already-serialized JSON of one delivery, shared by every recipient.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+pub use faye_protocol::ClientId;
+
+mod memory;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use memory::MemoryEngine;
+
+/// One message as delivered: the JSON object, serialized once, without `clientId`.
+pub type Delivery = Bytes;
+
+/// An engine failure (a networked engine's backend unreachable, say).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The storage backend failed.
+    #[error("engine backend error: {0}")]
+    Backend(String),
+    /// The engine was shut down.
+    #[error("engine is shut down")]
+    Shutdown,
+}
+
+/// Events an engine reports, in Faye's monitoring vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EngineEvent {
+    /// A client was created.
+    Handshake(ClientId),
+    /// A client subscribed to a channel it was not subscribed to before.
+    Subscribe(ClientId, String),
+    /// A client left a channel: explicitly, or because the client was destroyed.
+    Unsubscribe(ClientId, String),
+    /// A client's session ended (explicit disconnect or expiry).
+    Disconnect(ClientId),
+    /// After a client is destroyed: every server must close its connections.
+    Close(ClientId),
+}
+
+/// What an engine calls back into. Implemented by the server's connection registry.
+pub trait EngineListener: Send + Sync + 'static {
+    /// `client` has messages waiting in its queue. Called on the publish path, so it
+    /// must be cheap and must not block.
+    fn mail(&self, client: &ClientId);
+    /// A monitoring or lifecycle event.
+    fn event(&self, event: EngineEvent);
+}
+
+/// What the server hands an engine when it starts it.
+#[derive(Clone)]
+pub struct EngineContext {
+    /// Told about mail and lifecycle events.
+    pub listener: Arc<dyn EngineListener>,
+    /// The server's connection timeout T; clients expire 2T after their last ping.
+    pub timeout: Duration,
+}
+
+/// Storage for clients, subscriptions and queues (Faye's engine contract, §2.2).
+///
+/// `channel` arguments are already validated names or patterns; an engine need not
+/// check them. Publishing takes the expanded subscription keys implicitly: an engine
+/// routes a publish to `channel` to the union of subscribers of
+/// [`faye_protocol::channel::expand`]`(channel)`, at most once per client.
+pub trait Engine: Send + Sync + 'static {
+    /// Called once by the server before any other method.
+    fn start(&self, ctx: EngineContext);
+
+    /// Creates a client with a fresh CSPRNG id, pings it and reports `Handshake`.
+    fn create_client(&self) -> impl Future<Output = Result<ClientId, EngineError>> + Send;
+
+    /// Whether the client exists and has not expired.
+    fn client_exists(&self, client: &ClientId)
+    -> impl Future<Output = Result<bool, EngineError>> + Send;
+
+    /// Destroys a client: unsubscribes it from everything (`Unsubscribe` for each),
+    /// drops its queue, then reports `Disconnect` and `Close`. Unknown ids are ignored.
+    fn destroy_client(&self, client: &ClientId)
+    -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Refreshes the client's lifetime: it now expires 2T from now.
+    fn ping(&self, client: &ClientId) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Subscribes; `true` (and a `Subscribe` event) only if the subscription is new.
+    fn subscribe(
+        &self,
+        client: &ClientId,
+        channel: &str,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+
+    /// Unsubscribes; `true` (and an `Unsubscribe` event) only if it existed.
+    fn unsubscribe(
+        &self,
+        client: &ClientId,
+        channel: &str,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+
+    /// Queues `message` once for every client subscribed to a key of `expand(channel)`
+    /// and calls [`EngineListener::mail`] for each.
+    fn publish(
+        &self,
+        channel: &str,
+        message: Delivery,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Takes every message queued for the client, oldest first.
+    fn take_queue(&self, client: &ClientId)
+    -> impl Future<Output = Result<Vec<Delivery>, EngineError>> + Send;
+
+    /// Stops timers and releases resources; the engine is not used afterwards.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// A fresh client id from the operating system's CSPRNG-seeded generator.
+pub fn generate_client_id() -> ClientId {
+    ClientId::from_random_bytes(rand::random())
+}

@@ -1,0 +1,288 @@
+//! The in-memory engine: one process, Faye's default.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use faye_protocol::channel::expand;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::{
+    ClientId, Delivery, Engine, EngineContext, EngineError, EngineEvent, generate_client_id,
+};
+
+/// The in-memory engine.
+///
+/// Routing is Faye's: `expand(channel)` and one hash lookup per key, never a scan.
+/// Maps are lock-free for readers (papaya); each client and each channel's
+/// subscriber set has its own small lock, and none is held across an `.await`.
+/// Each client has a timer task that destroys it 2T after its last ping.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use faye_engine::{Engine, MemoryEngine};
+/// let engine = MemoryEngine::new();
+/// # engine.start(faye_engine::EngineContext { listener: std::sync::Arc::new(Nop), timeout: std::time::Duration::from_secs(60) });
+/// let id = engine.create_client().await.unwrap();
+/// engine.subscribe(&id, "/chat/*").await.unwrap();
+/// engine.publish("/chat/room", r#"{"channel":"/chat/room","data":1}"#.into()).await.unwrap();
+/// assert_eq!(engine.take_queue(&id).await.unwrap().len(), 1);
+/// # }
+/// # struct Nop;
+/// # impl faye_engine::EngineListener for Nop {
+/// #     fn mail(&self, _: &faye_engine::ClientId) {}
+/// #     fn event(&self, _: faye_engine::EngineEvent) {}
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryEngine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    ctx: OnceLock<EngineContext>,
+    clients: papaya::HashMap<ClientId, Arc<ClientEntry>>,
+    channels: papaya::HashMap<String, Arc<Subscribers>>,
+}
+
+struct ClientEntry {
+    state: Mutex<ClientState>,
+}
+
+struct ClientState {
+    channels: HashSet<String>,
+    queue: VecDeque<Delivery>,
+    expires_at: Instant,
+    destroyed: bool,
+    reaper: Option<AbortHandle>,
+}
+
+/// The clients subscribed to one channel or pattern. `dead` marks a set that was
+/// emptied and is being removed from the map: a subscriber that finds it retries.
+#[derive(Default)]
+struct Subscribers {
+    set: Mutex<SubscriberSet>,
+}
+
+#[derive(Default)]
+struct SubscriberSet {
+    ids: HashSet<ClientId>,
+    dead: bool,
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain data;
+/// the data is still usable, and one panic must not take every client down.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemoryEngine {
+    /// A new, empty engine. The server starts it with [`Engine::start`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Inner {
+    fn ctx(&self) -> Result<&EngineContext, EngineError> {
+        self.ctx.get().ok_or(EngineError::Shutdown)
+    }
+
+    fn emit(&self, event: EngineEvent) {
+        if let Some(ctx) = self.ctx.get() {
+            ctx.listener.event(event);
+        }
+    }
+
+    fn entry(&self, id: &ClientId) -> Option<Arc<ClientEntry>> {
+        self.clients.pin().get(id).cloned()
+    }
+
+    fn remove_subscriber(&self, channel: &str, id: &ClientId) {
+        let channels = self.channels.pin();
+        if let Some(subs) = channels.get(channel) {
+            let mut set = lock(&subs.set);
+            set.ids.remove(id);
+            if set.ids.is_empty() && !set.dead {
+                set.dead = true;
+                channels.remove(channel);
+            }
+        }
+    }
+
+    fn add_subscriber(&self, channel: &str, id: ClientId) {
+        let channels = self.channels.pin();
+        loop {
+            let subs = channels.get_or_insert_with(channel.to_owned(), Default::default);
+            let mut set = lock(&subs.set);
+            if !set.dead {
+                set.ids.insert(id);
+                return;
+            }
+        }
+    }
+
+    fn destroy(&self, id: &ClientId) {
+        let Some(entry) = self.clients.pin().remove(id).cloned() else { return };
+        let channels = {
+            let mut st = lock(&entry.state);
+            st.destroyed = true;
+            st.queue.clear();
+            if let Some(reaper) = st.reaper.take() {
+                reaper.abort();
+            }
+            std::mem::take(&mut st.channels)
+        };
+        for channel in channels {
+            self.remove_subscriber(&channel, id);
+            self.emit(EngineEvent::Unsubscribe(*id, channel));
+        }
+        self.emit(EngineEvent::Disconnect(*id));
+        self.emit(EngineEvent::Close(*id));
+    }
+}
+
+/// Sleeps until the client's expiry time, re-reading it after each wake because a
+/// ping may have pushed it back; destroys the client once it has really passed.
+async fn reap(inner: Weak<Inner>, entry: Weak<ClientEntry>, id: ClientId) {
+    loop {
+        let Some(expires_at) = entry.upgrade().map(|e| lock(&e.state).expires_at) else {
+            return;
+        };
+        tokio::time::sleep_until(expires_at).await;
+        let (Some(inner), Some(entry)) = (inner.upgrade(), entry.upgrade()) else { return };
+        if lock(&entry.state).expires_at <= Instant::now() {
+            inner.destroy(&id);
+            return;
+        }
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn start(&self, ctx: EngineContext) {
+        let _ = self.inner.ctx.set(ctx);
+    }
+
+    async fn create_client(&self) -> Result<ClientId, EngineError> {
+        let lifetime = self.inner.ctx()?.timeout * 2;
+        let entry = Arc::new(ClientEntry {
+            state: Mutex::new(ClientState {
+                channels: HashSet::new(),
+                queue: VecDeque::new(),
+                expires_at: Instant::now() + lifetime,
+                destroyed: false,
+                reaper: None,
+            }),
+        });
+        let id = loop {
+            let id = generate_client_id();
+            // 160 random bits never collide in practice; regenerate if they do.
+            if self.inner.clients.pin().try_insert(id, entry.clone()).is_ok() {
+                break id;
+            }
+        };
+        let task = tokio::spawn(reap(Arc::downgrade(&self.inner), Arc::downgrade(&entry), id));
+        lock(&entry.state).reaper = Some(task.abort_handle());
+        self.inner.emit(EngineEvent::Handshake(id));
+        Ok(id)
+    }
+
+    async fn client_exists(&self, client: &ClientId) -> Result<bool, EngineError> {
+        Ok(self.inner.clients.pin().contains_key(client))
+    }
+
+    async fn destroy_client(&self, client: &ClientId) -> Result<(), EngineError> {
+        self.inner.destroy(client);
+        Ok(())
+    }
+
+    async fn ping(&self, client: &ClientId) -> Result<(), EngineError> {
+        let lifetime = self.inner.ctx()?.timeout * 2;
+        if let Some(entry) = self.inner.entry(client) {
+            lock(&entry.state).expires_at = Instant::now() + lifetime;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, client: &ClientId, channel: &str) -> Result<bool, EngineError> {
+        let Some(entry) = self.inner.entry(client) else { return Ok(false) };
+        {
+            // Lock order everywhere: client, then channel.
+            let mut st = lock(&entry.state);
+            if st.destroyed || st.channels.contains(channel) {
+                return Ok(false);
+            }
+            self.inner.add_subscriber(channel, *client);
+            st.channels.insert(channel.to_owned());
+        }
+        self.inner.emit(EngineEvent::Subscribe(*client, channel.to_owned()));
+        Ok(true)
+    }
+
+    async fn unsubscribe(&self, client: &ClientId, channel: &str) -> Result<bool, EngineError> {
+        let Some(entry) = self.inner.entry(client) else { return Ok(false) };
+        {
+            let mut st = lock(&entry.state);
+            if !st.channels.remove(channel) {
+                return Ok(false);
+            }
+            self.inner.remove_subscriber(channel, client);
+        }
+        self.inner.emit(EngineEvent::Unsubscribe(*client, channel.to_owned()));
+        Ok(true)
+    }
+
+    async fn publish(&self, channel: &str, message: Delivery) -> Result<(), EngineError> {
+        let mut recipients: Vec<ClientId> = Vec::new();
+        {
+            let channels = self.inner.channels.pin();
+            let mut hits = 0;
+            for key in expand(channel) {
+                if let Some(subs) = channels.get(&key) {
+                    recipients.extend(lock(&subs.set).ids.iter().copied());
+                    hits += 1;
+                }
+            }
+            // Several matching patterns may name the same client: deliver once.
+            if hits > 1 {
+                recipients.sort_unstable();
+                recipients.dedup();
+            }
+        }
+        let ctx = self.inner.ctx()?;
+        let clients = self.inner.clients.pin();
+        for id in &recipients {
+            let Some(entry) = clients.get(id) else { continue };
+            {
+                let mut st = lock(&entry.state);
+                if st.destroyed {
+                    continue;
+                }
+                st.queue.push_back(message.clone());
+            }
+            ctx.listener.mail(id);
+        }
+        Ok(())
+    }
+
+    async fn take_queue(&self, client: &ClientId) -> Result<Vec<Delivery>, EngineError> {
+        Ok(self
+            .inner
+            .entry(client)
+            .map(|e| Vec::from(std::mem::take(&mut lock(&e.state).queue)))
+            .unwrap_or_default())
+    }
+
+    async fn shutdown(&self) {
+        let ids: Vec<ClientId> = self.inner.clients.pin().keys().copied().collect();
+        for id in ids {
+            if let Some(entry) = self.inner.clients.pin().remove(&id) {
+                if let Some(reaper) = lock(&entry.state).reaper.take() {
+                    reaper.abort();
+                }
+            }
+        }
+        self.inner.channels.pin().clear();
+    }
+}

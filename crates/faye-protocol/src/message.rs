@@ -1,0 +1,287 @@
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// One Bayeux message: a request, a reply or a published message.
+///
+/// `data` and unknown top-level fields are kept as raw JSON, so a publish is never
+/// re-parsed on its way to subscribers. Fields that Faye reads through JavaScript
+/// truthiness (`clientId`, `channel`, `connectionType`, `error`) are `None` when the
+/// JSON value is falsy (`null`, `false`, `0`, `""`); other JSON types are turned into
+/// strings as JavaScript's `String(value)` would.
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    /// `id`, echoed untouched in replies when truthy.
+    pub id: Option<Value>,
+    /// `clientId`.
+    pub client_id: Option<String>,
+    /// `channel`.
+    pub channel: Option<String>,
+    /// `successful`, set on replies.
+    pub successful: Option<bool>,
+    /// `error`: a Bayeux error string, or whatever an extension set.
+    pub error: Option<String>,
+    /// `data`: the publish payload, raw. `Some("null")` is a present `null`.
+    pub data: Option<Box<RawValue>>,
+    /// `version` (handshake).
+    pub version: Option<Value>,
+    /// `supportedConnectionTypes` (handshake).
+    pub supported_connection_types: Option<Value>,
+    /// `connectionType` (connect).
+    pub connection_type: Option<String>,
+    /// `subscription`: a string or an array of strings (subscribe, unsubscribe).
+    pub subscription: Option<Value>,
+    /// `advice`.
+    pub advice: Option<Value>,
+    /// `ext`, for extensions; the core never reads it.
+    pub ext: Option<Value>,
+    /// Any other top-level field, kept raw and in order.
+    pub extra: Vec<(String, Box<RawValue>)>,
+}
+
+/// JavaScript truthiness of a JSON value.
+pub fn is_truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// JavaScript's `String(value)` for a JSON value (used where Faye formats errors).
+pub fn js_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| if i.is_null() { String::new() } else { js_string(i) })
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Object(_) => "[object Object]".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn truthy_string(v: Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s),
+        v if is_truthy(&v) => Some(js_string(&v)),
+        _ => None,
+    }
+}
+
+enum Field {
+    Id,
+    ClientId,
+    Channel,
+    Successful,
+    Error,
+    Data,
+    Version,
+    SupportedConnectionTypes,
+    ConnectionType,
+    Subscription,
+    Advice,
+    Ext,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "id" => Field::Id,
+                    "clientId" => Field::ClientId,
+                    "channel" => Field::Channel,
+                    "successful" => Field::Successful,
+                    "error" => Field::Error,
+                    "data" => Field::Data,
+                    "version" => Field::Version,
+                    "supportedConnectionTypes" => Field::SupportedConnectionTypes,
+                    "connectionType" => Field::ConnectionType,
+                    "subscription" => Field::Subscription,
+                    "advice" => Field::Advice,
+                    "ext" => Field::Ext,
+                    other => Field::Other(other.to_owned()),
+                })
+            }
+        }
+        d.deserialize_str(FieldVisitor)
+    }
+}
+
+struct MessageVisitor;
+
+impl<'de> Visitor<'de> for MessageVisitor {
+    type Value = Message;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Bayeux message object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+        let mut m = Message::default();
+        // A repeated key replaces the earlier value, as in JSON.parse.
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Id => m.id = Some(map.next_value()?),
+                Field::ClientId => m.client_id = truthy_string(map.next_value()?),
+                Field::Channel => m.channel = truthy_string(map.next_value()?),
+                Field::Successful => m.successful = map.next_value::<Value>()?.as_bool(),
+                Field::Error => m.error = truthy_string(map.next_value()?),
+                Field::Data => m.data = Some(map.next_value()?),
+                Field::Version => m.version = Some(map.next_value()?),
+                Field::SupportedConnectionTypes => {
+                    m.supported_connection_types = Some(map.next_value()?);
+                }
+                Field::ConnectionType => m.connection_type = truthy_string(map.next_value()?),
+                Field::Subscription => m.subscription = Some(map.next_value()?),
+                Field::Advice => m.advice = Some(map.next_value()?),
+                Field::Ext => m.ext = Some(map.next_value()?),
+                Field::Other(key) => {
+                    let value: Box<RawValue> = map.next_value()?;
+                    m.extra.retain(|(k, _)| *k != key);
+                    m.extra.push((key, value));
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MessageVisitor)
+    }
+}
+
+/// An element of a request batch. Faye skips falsy elements (no reply) and handles
+/// any other non-object as a message with no fields.
+pub(crate) struct BatchItem(pub(crate) Option<Message>);
+
+impl<'de> Deserialize<'de> for BatchItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = BatchItem;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Bayeux message")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BatchItem, A::Error> {
+                MessageVisitor.visit_map(map).map(|m| BatchItem(Some(m)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BatchItem, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(BatchItem(Some(Message::default())))
+            }
+            fn visit_unit<E>(self) -> Result<BatchItem, E> {
+                Ok(BatchItem(None))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<BatchItem, E> {
+                Ok(BatchItem(v.then(Message::default)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<BatchItem, E> {
+                Ok(BatchItem((v != 0).then(Message::default)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<BatchItem, E> {
+                Ok(BatchItem((v != 0).then(Message::default)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<BatchItem, E> {
+                Ok(BatchItem((v != 0.0).then(Message::default)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<BatchItem, E> {
+                Ok(BatchItem((!v.is_empty()).then(Message::default)))
+            }
+        }
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+/// Serializes a message; as a delivery it leaves out `clientId` (the publisher's
+/// credential) and `advice`/`successful` (so a publisher cannot spoof replies).
+pub(crate) struct Wire<'a> {
+    pub(crate) msg: &'a Message,
+    pub(crate) delivery: bool,
+}
+
+impl Serialize for Wire<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = self.msg;
+        let mut map = s.serialize_map(None)?;
+        if let Some(v) = &m.id {
+            map.serialize_entry("id", v)?;
+        }
+        if !self.delivery {
+            if let Some(v) = &m.client_id {
+                map.serialize_entry("clientId", v)?;
+            }
+        }
+        if let Some(v) = &m.channel {
+            map.serialize_entry("channel", v)?;
+        }
+        if !self.delivery {
+            if let Some(v) = &m.successful {
+                map.serialize_entry("successful", v)?;
+            }
+        }
+        if let Some(v) = &m.error {
+            map.serialize_entry("error", v)?;
+        }
+        if let Some(v) = &m.version {
+            map.serialize_entry("version", v)?;
+        }
+        if let Some(v) = &m.supported_connection_types {
+            map.serialize_entry("supportedConnectionTypes", v)?;
+        }
+        if let Some(v) = &m.connection_type {
+            map.serialize_entry("connectionType", v)?;
+        }
+        if let Some(v) = &m.subscription {
+            map.serialize_entry("subscription", v)?;
+        }
+        if !self.delivery {
+            if let Some(v) = &m.advice {
+                map.serialize_entry("advice", v)?;
+            }
+        }
+        if let Some(v) = &m.data {
+            map.serialize_entry("data", v)?;
+        }
+        if let Some(v) = &m.ext {
+            map.serialize_entry("ext", v)?;
+        }
+        for (k, v) in &m.extra {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Wire { msg: self, delivery: false }.serialize(s)
+    }
+}
+
+impl Message {
+    /// A message on `channel` with nothing else set.
+    pub fn on(channel: impl Into<String>) -> Self {
+        Self { channel: Some(channel.into()), ..Self::default() }
+    }
+
+    /// The message as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
