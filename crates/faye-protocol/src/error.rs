@@ -14,6 +14,9 @@ pub enum ErrorCode {
     ChannelForbidden,
     /// 405 `Invalid channel`
     ChannelInvalid,
+    /// 500 `Internal server error` (Faye never sends it; faye-rs does when its
+    /// engine fails, so that nothing is reported as accepted that was not)
+    ServerError,
 }
 
 impl ErrorCode {
@@ -25,6 +28,7 @@ impl ErrorCode {
             Self::ParameterMissing => 402,
             Self::ChannelForbidden => 403,
             Self::ChannelInvalid => 405,
+            Self::ServerError => 500,
         }
     }
 
@@ -36,6 +40,7 @@ impl ErrorCode {
             Self::ParameterMissing => "Missing required parameter",
             Self::ChannelForbidden => "Forbidden channel",
             Self::ChannelInvalid => "Invalid channel",
+            Self::ServerError => "Internal server error",
         }
     }
 }
@@ -83,6 +88,11 @@ impl BayeuxError {
     /// `405:<channel>:Invalid channel`.
     pub fn channel_invalid(channel: impl Into<String>) -> Self {
         Self::new(ErrorCode::ChannelInvalid, channel)
+    }
+
+    /// `500::Internal server error`.
+    pub fn server_error() -> Self {
+        Self::new(ErrorCode::ServerError, "")
     }
 
     /// The error's code.

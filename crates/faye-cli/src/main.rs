@@ -1,0 +1,111 @@
+//! `faye`: run a Faye-compatible Bayeux server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use faye_engine::MemoryEngine;
+use faye_http::{FayeOptions, FayeService};
+use faye_server::{Server, ServerOptions};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "faye", version, about = "A Faye-compatible Bayeux pub/sub server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (memory engine).
+    Serve(ServeArgs),
+}
+
+#[derive(Parser)]
+struct ServeArgs {
+    /// Address to listen on. Use 0.0.0.0 to accept connections from other machines.
+    #[arg(long, env = "FAYE_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on; 0 lets the system choose (the chosen one is printed).
+    #[arg(long, env = "FAYE_PORT", default_value_t = 8000)]
+    port: u16,
+    /// Path the Bayeux endpoint is served under.
+    #[arg(long, env = "FAYE_MOUNT", default_value = "/bayeux")]
+    mount: String,
+    /// Seconds a /meta/connect is held open; clients expire after twice this.
+    #[arg(long, env = "FAYE_TIMEOUT", default_value_t = 60.0)]
+    timeout: f64,
+    /// Seconds between WebSocket pings (none by default).
+    #[arg(long, env = "FAYE_PING")]
+    ping: Option<f64>,
+    /// Largest request body or WebSocket message, in bytes.
+    #[arg(long, env = "FAYE_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
+    max_request_bytes: usize,
+    /// Most messages in one request.
+    #[arg(long, env = "FAYE_MAX_BATCH", default_value_t = 1000)]
+    max_batch: usize,
+}
+
+fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("--{what} must be a positive number of seconds"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let timeout = seconds(args.timeout, "timeout")?;
+    let ping = args.ping.map(|p| seconds(p, "ping")).transpose()?;
+    let server = Server::new(MemoryEngine::new(), ServerOptions::default().timeout(timeout));
+    let options = FayeOptions::default()
+        .mount(args.mount)
+        .ping(ping)
+        .max_request_bytes(args.max_request_bytes)
+        .max_batch(args.max_batch);
+    let mount = options.get_mount().to_owned();
+    let faye = FayeService::new(server, options);
+
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let local: SocketAddr = listener.local_addr()?;
+    // The one line on stdout: scripts and tests read the chosen port from it.
+    println!("faye-rs listening on http://{local}{mount}");
+    tracing::info!(%local, %mount, ?timeout, "serving (memory engine)");
+
+    faye_http::serve(listener, faye, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

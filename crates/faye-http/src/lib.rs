@@ -1,0 +1,204 @@
+//! Faye's HTTP surface as a tower [`Service`](tower_service::Service): POST and
+//! JSON-P long-polling and WebSocket, answering as Faye 1.4.3's Node adapter does.
+//!
+//! [`FayeService`] handles requests whose path is under its mount (default
+//! `/bayeux`, Faye's default) and answers 404 elsewhere. Its error type is
+//! `Infallible`: every failure is an HTTP response (400 `Bad request` as in Faye, or
+//! 413 past a size limit).
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use faye_engine::MemoryEngine;
+//! use faye_http::{FayeOptions, FayeService};
+//! use faye_server::{Server, ServerOptions};
+//!
+//! let server = Server::new(MemoryEngine::new(), ServerOptions::default());
+//! let faye = FayeService::new(server, FayeOptions::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! faye_http::serve(listener, faye.clone(), std::future::pending()).await;
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use faye_engine::Engine;
+use faye_server::Server;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use tokio_util::task::TaskTracker;
+
+mod long_poll;
+mod serve;
+mod websocket;
+
+pub use serve::serve;
+
+/// The body of every response this crate writes.
+pub type FayeBody = BoxBody<Bytes, Infallible>;
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct FayeOptions {
+    mount: String,
+    max_request_bytes: usize,
+    max_batch: usize,
+    ping: Option<Duration>,
+}
+
+impl Default for FayeOptions {
+    fn default() -> Self {
+        Self { mount: "/bayeux".into(), max_request_bytes: 1 << 20, max_batch: 1000, ping: None }
+    }
+}
+
+impl FayeOptions {
+    /// The path Faye answers under (Faye's `mount`, default `/bayeux`). A trailing
+    /// `/` is ignored; `/` answers every path.
+    pub fn mount(mut self, mount: impl Into<String>) -> Self {
+        let mount: String = mount.into();
+        let trimmed = mount.trim_end_matches('/');
+        self.mount = if trimmed.is_empty() { "/".into() } else { trimmed.to_owned() };
+        self
+    }
+
+    /// The largest request body, and the largest WebSocket message, in bytes
+    /// (default 1 MiB; Faye has no limit). Larger requests get 413, larger WebSocket
+    /// messages close the socket with code 1009.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// The most messages in one request batch (default 1000; Faye has no limit).
+    pub fn max_batch(mut self, messages: usize) -> Self {
+        self.max_batch = messages;
+        self
+    }
+
+    /// Sends a WebSocket ping at this interval (Faye's `ping`; default none).
+    pub fn ping(mut self, every: Option<Duration>) -> Self {
+        self.ping = every.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// The configured mount.
+    pub fn get_mount(&self) -> &str {
+        &self.mount
+    }
+
+    /// Whether `path` is one Faye answers: Faye's `^<mount>(/[^/]*)*(\.[^.]+)?$`,
+    /// i.e. the mount itself, anything below it, or `<mount>.<ext>`.
+    fn matches(&self, path: &str) -> bool {
+        if self.mount == "/" {
+            return true;
+        }
+        match path.strip_prefix(self.mount.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('.'),
+            None => false,
+        }
+    }
+}
+
+/// Faye's HTTP and WebSocket endpoint over a [`Server`]. Cheap to clone.
+pub struct FayeService<E: Engine> {
+    shared: Arc<Shared<E>>,
+}
+
+struct Shared<E: Engine> {
+    server: Server<E>,
+    options: FayeOptions,
+    /// WebSocket tasks, so that shutdown can wait for their close frames.
+    sockets: TaskTracker,
+}
+
+impl<E: Engine> Clone for FayeService<E> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<E: Engine> FayeService<E> {
+    /// Serves `server` with `options`.
+    pub fn new(server: Server<E>, options: FayeOptions) -> Self {
+        Self { shared: Arc::new(Shared { server, options, sockets: TaskTracker::new() }) }
+    }
+
+    /// The Bayeux server behind the endpoint.
+    pub fn server(&self) -> &Server<E> {
+        &self.shared.server
+    }
+
+    /// Shuts down: answers held connects, closes every WebSocket (waiting up to
+    /// `grace` for them to finish) and stops the engine.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared.server.shutdown().await;
+        self.shared.sockets.close();
+        let _ = tokio::time::timeout(grace, self.shared.sockets.wait()).await;
+    }
+
+    async fn handle<B>(self, req: Request<B>) -> Response<FayeBody>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let opts = &self.shared.options;
+        if !opts.matches(req.uri().path()) {
+            let hint = format!("Sure you're not looking for {} ?", opts.mount);
+            return text(StatusCode::NOT_FOUND, hint);
+        }
+        if websocket::is_upgrade(&req) {
+            return websocket::upgrade(self, req);
+        }
+        match *req.method() {
+            Method::POST => long_poll::post(&self, req).await,
+            Method::GET => long_poll::get(&self, req).await,
+            _ => bad_request(),
+        }
+    }
+}
+
+impl<E, B> tower_service::Service<Request<B>> for FayeService<E>
+where
+    E: Engine,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<FayeBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> FayeBody {
+    Full::new(body.into()).boxed()
+}
+
+/// A `text/plain` response.
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<FayeBody> {
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    res
+}
+
+/// Faye's answer to anything it cannot parse.
+fn bad_request() -> Response<FayeBody> {
+    text(StatusCode::BAD_REQUEST, "Bad request")
+}

@@ -1,0 +1,170 @@
+//! Long-polling: POST (JSON or form `message=`) and GET with a JSON-P callback,
+//! with the headers Faye's Node adapter sends (§4.4).
+
+use faye_engine::Engine;
+use faye_protocol::{Message, decode_batch, escape_jsonp};
+use faye_server::{Context, encode_replies};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+
+use crate::{FayeBody, FayeService, bad_request, full, text};
+
+const DEFAULT_CALLBACK: &str = "jsonpcallback";
+
+/// Why a request is refused before it reaches the server.
+enum Refused {
+    BadRequest,
+    TooLarge(String),
+}
+
+impl Refused {
+    fn response(self) -> Response<FayeBody> {
+        match self {
+            Self::BadRequest => bad_request(),
+            Self::TooLarge(why) => text(StatusCode::PAYLOAD_TOO_LARGE, why),
+        }
+    }
+}
+
+/// Faye's callback rule (the Rosetta Flash fix): dotted JavaScript identifiers only.
+fn valid_callback(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        })
+}
+
+/// Parameters as Faye reads them: the first `message` and the first `jsonp`.
+fn params(query: &[u8]) -> (Option<String>, Option<String>) {
+    let (mut message, mut jsonp) = (None, None);
+    for (k, v) in form_urlencoded::parse(query) {
+        match &*k {
+            "message" if message.is_none() => message = Some(v.into_owned()),
+            "jsonp" if jsonp.is_none() => jsonp = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    (message, jsonp)
+}
+
+impl<E: Engine> FayeService<E> {
+    fn decode(&self, body: &[u8]) -> Result<Vec<Message>, Refused> {
+        let batch = decode_batch(body).map_err(|e| {
+            tracing::debug!(error = %e, "refused a request");
+            Refused::BadRequest
+        })?;
+        let max = self.shared.options.max_batch;
+        if batch.len() > max {
+            return Err(Refused::TooLarge(format!(
+                "Payload too large: {} messages in one request, the limit is {max}",
+                batch.len()
+            )));
+        }
+        Ok(batch)
+    }
+
+    async fn run(&self, batch: Vec<Message>) -> bytes::Bytes {
+        encode_replies(&self.shared.server.process(batch, &Context::default()).await)
+    }
+}
+
+fn common_headers(res: &mut Response<FayeBody>, request: &HeaderMap, content_type: &'static str) {
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if let Some(origin) = request.get(header::ORIGIN) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+}
+
+/// POST: `application/json` bodies are the message; anything else is a form with
+/// a `message` field (the browser's cross-origin transport sends `text/plain`).
+pub(crate) async fn post<E, B>(svc: &FayeService<E>, req: Request<B>) -> Response<FayeBody>
+where
+    E: Engine,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = req.into_parts();
+    let max = svc.shared.options.max_request_bytes;
+    let body = match Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            let why = format!("Payload too large: the request body limit is {max} bytes");
+            return Refused::TooLarge(why).response();
+        }
+        Err(_) => return bad_request(),
+    };
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
+    let (message, jsonp) = if json {
+        match std::str::from_utf8(&body) {
+            Ok(text) => (Some(text.to_owned()), None),
+            Err(_) => return bad_request(),
+        }
+    } else {
+        params(&body)
+    };
+    // Faye validates the callback on POST too, though it never uses it there.
+    if !valid_callback(jsonp.as_deref().unwrap_or(DEFAULT_CALLBACK)) {
+        return bad_request();
+    }
+    let Some(message) = message else { return bad_request() };
+    let batch = match svc.decode(message.as_bytes()) {
+        Ok(batch) => batch,
+        Err(refused) => return refused.response(),
+    };
+    let mut res = Response::new(full(svc.run(batch).await));
+    common_headers(&mut res, &parts.headers, "application/json; charset=utf-8");
+    res
+}
+
+/// GET: callback-polling (JSON-P), `?message=<json>&jsonp=<callback>`.
+pub(crate) async fn get<E: Engine, B>(svc: &FayeService<E>, req: Request<B>) -> Response<FayeBody> {
+    let (message, jsonp) = params(req.uri().query().unwrap_or("").as_bytes());
+    let callback = jsonp.unwrap_or_else(|| DEFAULT_CALLBACK.to_owned());
+    let Some(message) = message.filter(|_| valid_callback(&callback)) else { return bad_request() };
+    if message.len() > svc.shared.options.max_request_bytes {
+        let why = format!(
+            "Payload too large: the request limit is {} bytes",
+            svc.shared.options.max_request_bytes
+        );
+        return Refused::TooLarge(why).response();
+    }
+    let batch = match svc.decode(message.as_bytes()) {
+        Ok(batch) => batch,
+        Err(refused) => return refused.response(),
+    };
+    let json = svc.run(batch).await;
+    let json = escape_jsonp(std::str::from_utf8(&json).unwrap_or("[]"));
+    let mut res = Response::new(full(format!("/**/{callback}({json});")));
+    common_headers(&mut res, req.headers(), "text/javascript; charset=utf-8");
+    res.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=f.txt"),
+    );
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_callback;
+
+    #[test]
+    fn callbacks_are_dotted_identifiers() {
+        for ok in ["jsonpcallback", "cb.x", "$", "_a1.$b", "__jsonp3__"] {
+            assert!(valid_callback(ok), "{ok}");
+        }
+        for bad in ["", "42", "a..b", "a.", "alert(1)", "a-b", "a b", "é"] {
+            assert!(!valid_callback(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Serving a [`FayeService`] on a TCP listener with hyper.
+
+use std::future::Future;
+use std::time::Duration;
+
+use faye_engine::Engine;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::FayeService;
+
+/// Serves `faye` on `listener` (HTTP/1.1 and HTTP/2, with WebSocket upgrades) until
+/// `signal` completes, then shuts down: held connects are answered, sockets are
+/// closed, and in-flight requests get up to five seconds to finish.
+pub async fn serve<E: Engine>(
+    listener: TcpListener,
+    faye: FayeService<E>,
+    signal: impl Future<Output = ()>,
+) {
+    let builder = Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: back off rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(faye.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_secs(5);
+    faye.shutdown(grace).await;
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}

@@ -1,0 +1,157 @@
+//! WebSocket on the mount path (§4.5): JSON arrays in text frames, replies to one
+//! frame in one frame, deliveries pushed as they arrive, batched per frame.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use faye_engine::Engine;
+use faye_protocol::decode_batch;
+use faye_server::{Context, Push, encode_deliveries, encode_replies};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+
+use crate::{FayeBody, FayeService, bad_request, full};
+
+fn header_has(req: &Request<impl Sized>, name: header::HeaderName, token: &str) -> bool {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A GET asking to upgrade to WebSocket.
+pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::GET && header_has(req, header::UPGRADE, "websocket")
+}
+
+/// Answers the opening handshake and runs the socket once hyper hands it over.
+pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
+    svc: FayeService<E>,
+    mut req: Request<B>,
+) -> Response<FayeBody> {
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let version_ok = req.headers().get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let (Some(key), true, true) = (key, version_ok, header_has(&req, header::CONNECTION, "upgrade"))
+    else {
+        return bad_request();
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let tracker = svc.shared.sockets.clone();
+    tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let opts = &svc.shared.options;
+                // tungstenite's defaults are 128 KiB buffers per socket; an idle Faye
+                // socket needs a few KiB.
+                let config = WebSocketConfig::default()
+                    .read_buffer_size(4 * 1024)
+                    .write_buffer_size(0)
+                    .max_message_size(Some(opts.max_request_bytes))
+                    .max_frame_size(Some(opts.max_request_bytes));
+                let io = TokioIo::new(upgraded);
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                run(&svc, ws).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let mut res = Response::new(full(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    res
+}
+
+fn text_frame(json: Bytes) -> WsMessage {
+    // serde_json writes UTF-8, and deliveries were serialized by it.
+    WsMessage::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
+}
+
+async fn run<E, S>(svc: &FayeService<E>, ws: WebSocketStream<S>)
+where
+    E: Engine,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let server = svc.server();
+    let socket = server.socket();
+    let max_batch = svc.shared.options.max_batch;
+    let (mut sink, mut stream) = ws.split();
+    let mut pending = FuturesUnordered::new();
+    let mut ping = svc.shared.options.ping.map(|every| {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    // Set once the bound session ends or the server shuts down: replies still
+    // pending are sent, then the socket is closed.
+    let mut closing = false;
+    let close: Option<CloseFrame> = loop {
+        if closing && pending.is_empty() {
+            break Some(CloseFrame { code: CloseCode::Normal, reason: "".into() });
+        }
+        let out = tokio::select! {
+            frame = stream.next(), if !closing => match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    match decode_batch(text.as_bytes()) {
+                        Ok(batch) if batch.len() > max_batch => {
+                            let reason = format!("more than {max_batch} messages in one frame");
+                            break Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });
+                        }
+                        Ok(batch) => {
+                            let ctx = Context { socket: Some(&socket) };
+                            pending.push(async move {
+                                encode_replies(&server.process(batch, &ctx).await)
+                            });
+                        }
+                        // Faye ignores a frame it cannot parse and keeps the socket.
+                        Err(e) => tracing::debug!(error = %e, "ignored a WebSocket frame"),
+                    }
+                    None
+                }
+                Some(Ok(WsMessage::Close(_))) | None => break None,
+                Some(Ok(_)) => None,
+                Some(Err(WsError::Capacity(e))) => {
+                    break Some(CloseFrame { code: CloseCode::Size, reason: e.to_string().into() });
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "WebSocket read failed");
+                    break None;
+                }
+            },
+            Some(reply) = pending.next() => Some(text_frame(reply)),
+            push = socket.next_push(), if !closing => match push {
+                Push::Messages(messages) => Some(text_frame(encode_deliveries(&messages))),
+                Push::Closed => {
+                    closing = true;
+                    None
+                }
+            },
+            _ = async { ping.as_mut().map(|p| p.tick()).unwrap().await }, if ping.is_some() => {
+                Some(WsMessage::Ping(Bytes::new()))
+            }
+        };
+        if let Some(frame) = out {
+            if sink.send(frame).await.is_err() {
+                break None;
+            }
+        }
+    };
+    if let Some(frame) = close {
+        let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(WsMessage::Close(Some(frame))))
+            .await;
+    }
+}

@@ -1,0 +1,104 @@
+//! Live connections: a held long-poll `/meta/connect` or a socket, per client.
+//!
+//! The engine tells the [`Registry`] that a client has mail; the registry wakes that
+//! client's connection, which drains the engine queue into one reply or one frame.
+
+use std::sync::{Arc, Mutex};
+
+use faye_engine::{ClientId, EngineEvent, EngineListener};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// One binding of a client to a way of reaching it.
+pub(crate) struct Connection {
+    /// Signalled when the engine has queued messages for the client.
+    pub(crate) mail: Notify,
+    /// Cancelled when the binding ends: replaced by a newer one, the client was
+    /// destroyed, or the server is shutting down.
+    pub(crate) ended: CancellationToken,
+    /// Set before `ended` is cancelled when the client itself is gone.
+    closed: Mutex<bool>,
+}
+
+impl Connection {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self { mail: Notify::new(), ended: CancellationToken::new(), closed: Mutex::new(false) })
+    }
+
+    fn end(&self, client_closed: bool) {
+        if client_closed {
+            *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        }
+        self.ended.cancel();
+    }
+
+    /// Whether the binding ended because the client's session was destroyed.
+    pub(crate) fn client_closed(&self) -> bool {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// clientId → its current connection. At most one per client: binding a new one
+/// ends the old one, so an earlier held connect is answered instead of orphaned.
+#[derive(Default)]
+pub(crate) struct Registry {
+    conns: papaya::HashMap<ClientId, Arc<Connection>>,
+    /// Cancelled when the server shuts down.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Registry {
+    /// Binds `conn` to `client`, ending any previous binding. Mail already queued is
+    /// signalled so the new connection drains it at once.
+    pub(crate) fn bind(&self, client: ClientId, conn: Arc<Connection>) {
+        conn.mail.notify_one();
+        if let Some(old) = self.conns.pin().insert(client, conn) {
+            old.end(false);
+        }
+    }
+
+    /// Removes the binding if it is still `conn` (a newer one may have replaced it).
+    pub(crate) fn unbind(&self, client: &ClientId, conn: &Arc<Connection>) {
+        let _ = self.conns.pin().remove_if(client, |_, cur| Arc::ptr_eq(cur, conn));
+    }
+
+    /// Ends every binding (server shutdown).
+    pub(crate) fn close_all(&self) {
+        self.shutdown.cancel();
+        let conns = self.conns.pin();
+        for (_, conn) in conns.iter() {
+            conn.end(false);
+        }
+        conns.clear();
+    }
+}
+
+impl EngineListener for Registry {
+    fn mail(&self, client: &ClientId) {
+        if let Some(conn) = self.conns.pin().get(client) {
+            conn.mail.notify_one();
+        }
+    }
+
+    fn event(&self, event: EngineEvent) {
+        tracing::debug!(?event, "engine event");
+        if let EngineEvent::Close(client) = event {
+            if let Some(conn) = self.conns.pin().remove(&client) {
+                conn.end(true);
+            }
+        }
+    }
+}
+
+/// Removes a binding when the request or socket holding it goes away.
+pub(crate) struct BindingGuard<'a> {
+    pub(crate) registry: &'a Registry,
+    pub(crate) client: ClientId,
+    pub(crate) conn: Arc<Connection>,
+}
+
+impl Drop for BindingGuard<'_> {
+    fn drop(&mut self) {
+        self.registry.unbind(&self.client, &self.conn);
+    }
+}

@@ -1,0 +1,294 @@
+//! Faye's Bayeux handlers (`src/protocol/server.js`): one function per meta channel
+//! plus publish. Errors are assigned in Faye's order and the last one wins.
+
+use std::time::Duration;
+
+use faye_engine::{ClientId, Engine};
+use faye_protocol::{
+    BAYEUX_VERSION, BayeuxError, CONNECTION_TYPES, Message, MetaChannel, channel, encode_delivery,
+    is_truthy, js_string,
+};
+use serde_json::{Value, json};
+
+use crate::connection::{BindingGuard, Connection};
+use crate::{Context, Reply, Server};
+
+/// Faye's `_makeResponse`: id, clientId, channel and error copied when truthy.
+fn make_response(msg: &Message) -> Message {
+    Message {
+        id: msg.id.clone().filter(is_truthy),
+        client_id: msg.client_id.clone(),
+        channel: msg.channel.clone(),
+        error: msg.error.clone(),
+        ..Message::default()
+    }
+}
+
+fn finish(mut reply: Message) -> Message {
+    reply.successful = Some(reply.error.is_none());
+    reply
+}
+
+/// The entries of a value Faye runs through `[].concat(value)`, as strings.
+fn concat_strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items.iter().map(js_string).collect(),
+        other => vec![js_string(other)],
+    }
+}
+
+impl<E: Engine> Server<E> {
+    pub(crate) async fn handle(&self, msg: Message, ctx: &Context<'_, E>) -> Vec<Reply> {
+        let name = msg.channel.as_deref().unwrap_or("");
+        if !channel::is_meta(name) {
+            return vec![Reply::Message(self.publish(msg).await)];
+        }
+        let reply = match MetaChannel::from_name(name) {
+            Some(MetaChannel::Handshake) => self.handshake(msg).await,
+            Some(MetaChannel::Connect) => return self.connect(msg, ctx).await,
+            Some(MetaChannel::Disconnect) => self.disconnect(msg).await,
+            Some(MetaChannel::Subscribe) => self.subscribe(msg, true).await,
+            Some(MetaChannel::Unsubscribe) => self.subscribe(msg, false).await,
+            None => {
+                let mut reply = make_response(&msg);
+                reply.error = Some(BayeuxError::channel_forbidden(name).into());
+                finish(reply)
+            }
+        };
+        vec![Reply::Message(reply)]
+    }
+
+    /// Faye's `_advize`, for handshake and connect replies.
+    fn advice(&self, reply: &Message, eventsource: bool) -> Value {
+        let opts = &self.shared.options;
+        let ms = |d: Duration| d.as_millis() as u64;
+        if reply.error.is_some() {
+            json!({"reconnect": "handshake"})
+        } else if eventsource {
+            json!({"reconnect": "retry", "interval": ms(opts.timeout), "timeout": 0})
+        } else {
+            json!({"reconnect": "retry", "interval": ms(opts.interval), "timeout": ms(opts.timeout)})
+        }
+    }
+
+    /// Whether the request's clientId names a live client. Ids we could never have
+    /// issued are unknown without asking the engine.
+    async fn known_client(&self, msg: &Message) -> Result<Option<ClientId>, BayeuxError> {
+        let Some(id) = msg.client_id.as_deref().and_then(ClientId::parse) else { return Ok(None) };
+        match self.engine().client_exists(&id).await {
+            Ok(true) => Ok(Some(id)),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                tracing::error!(error = %e, "engine failed");
+                Err(BayeuxError::server_error())
+            }
+        }
+    }
+
+    /// The 401/402 checks shared by connect, disconnect, subscribe and unsubscribe.
+    async fn check_client(&self, msg: &Message, reply: &mut Message) -> Option<ClientId> {
+        let known = match self.known_client(msg).await {
+            Ok(known) => known,
+            Err(e) => {
+                reply.error = Some(e.into());
+                return None;
+            }
+        };
+        if known.is_none() {
+            reply.error = Some(BayeuxError::client_unknown(msg.client_id.clone().unwrap_or_default()).into());
+        }
+        if msg.client_id.is_none() {
+            reply.error = Some(BayeuxError::parameter_missing("clientId").into());
+        }
+        known
+    }
+
+    async fn handshake(&self, msg: Message) -> Message {
+        let mut reply = make_response(&msg);
+        reply.version = Some(json!(BAYEUX_VERSION));
+        reply.supported_connection_types = Some(json!(CONNECTION_TYPES));
+        if !msg.version.as_ref().is_some_and(is_truthy) {
+            reply.error = Some(BayeuxError::parameter_missing("version").into());
+        }
+        match msg.supported_connection_types.as_ref().filter(|v| is_truthy(v)) {
+            None => {
+                reply.error = Some(BayeuxError::parameter_missing("supportedConnectionTypes").into());
+            }
+            Some(types) => {
+                // A string is a list of characters to Faye, so it never matches.
+                let common = types.as_array().is_some_and(|list| {
+                    list.iter().any(|t| t.as_str().is_some_and(|t| CONNECTION_TYPES.contains(&t)))
+                });
+                if !common {
+                    reply.error = Some(BayeuxError::conntype_mismatch(js_string(types)).into());
+                }
+            }
+        }
+        if reply.error.is_none() {
+            match self.engine().create_client().await {
+                Ok(id) => reply.client_id = Some(id.to_string()),
+                Err(e) => {
+                    tracing::error!(error = %e, "engine failed to create a client");
+                    reply.error = Some(BayeuxError::server_error().into());
+                }
+            }
+        }
+        reply.advice = Some(self.advice(&reply, false));
+        finish(reply)
+    }
+
+    async fn connect(&self, msg: Message, ctx: &Context<'_, E>) -> Vec<Reply> {
+        let mut reply = make_response(&msg);
+        let client = self.check_client(&msg, &mut reply).await;
+        let connection_type = msg.connection_type.as_deref();
+        if !connection_type.is_some_and(|t| CONNECTION_TYPES.contains(&t)) {
+            reply.error = Some(BayeuxError::conntype_mismatch(connection_type.unwrap_or("")).into());
+        }
+        if connection_type.is_none() {
+            reply.error = Some(BayeuxError::parameter_missing("connectionType").into());
+        }
+        let client = match client {
+            Some(client) if reply.error.is_none() => client,
+            _ => {
+                reply.client_id = None;
+                reply.advice = Some(self.advice(&reply, false));
+                return vec![Reply::Message(finish(reply))];
+            }
+        };
+        let eventsource = connection_type == Some("eventsource");
+        let hold = if eventsource { Duration::ZERO } else { self.requested_hold(&msg) };
+        if let Err(e) = self.engine().ping(&client).await {
+            tracing::error!(error = %e, "engine failed to ping");
+        }
+        let mut replies = match ctx.socket {
+            Some(socket) => {
+                let conn = socket.bind(client);
+                self.hold(&conn, hold).await;
+                Vec::new()
+            }
+            None => self.poll(client, hold).await,
+        };
+        reply.advice = Some(self.advice(&reply, eventsource));
+        replies.insert(0, Reply::Message(finish(reply)));
+        replies
+    }
+
+    /// The hold the client asked for (`advice.timeout`, in ms), capped at the
+    /// server's timeout (Faye does not cap it, and a client asking for more than 2T
+    /// kills its own session).
+    fn requested_hold(&self, msg: &Message) -> Duration {
+        let max = self.shared.options.timeout;
+        let asked = msg.advice.as_ref().and_then(|a| a.get("timeout")).and_then(Value::as_f64);
+        match asked {
+            Some(ms) if ms.is_finite() => Duration::from_secs_f64((ms / 1000.0).max(0.0)).min(max),
+            _ => max,
+        }
+    }
+
+    /// Holds a connect on a socket: deliveries are pushed meanwhile, so the reply is
+    /// a heartbeat sent after `hold`, or at once when the binding ends.
+    async fn hold(&self, conn: &Connection, hold: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(hold) => {}
+            _ = conn.ended.cancelled() => {}
+        }
+    }
+
+    /// A long-poll connect: returns as soon as there are messages (with every
+    /// message of the same tick), after `hold`, or at once if a newer connect for the
+    /// same client replaces this one.
+    async fn poll(&self, client: ClientId, hold: Duration) -> Vec<Reply> {
+        let registry = &self.shared.registry;
+        let conn = Connection::new();
+        registry.bind(client, conn.clone());
+        let _guard = BindingGuard { registry, client, conn: conn.clone() };
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            match self.engine().take_queue(&client).await {
+                Ok(messages) if !messages.is_empty() => {
+                    return messages.into_iter().map(Reply::Delivery).collect();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "engine failed to read a queue"),
+            }
+            if hold.is_zero() || conn.ended.is_cancelled() {
+                return Vec::new();
+            }
+            tokio::select! {
+                _ = conn.mail.notified() => tokio::task::yield_now().await,
+                _ = tokio::time::sleep_until(deadline) => return Vec::new(),
+                _ = conn.ended.cancelled() => {}
+            }
+        }
+    }
+
+    async fn disconnect(&self, msg: Message) -> Message {
+        let mut reply = make_response(&msg);
+        let client = self.check_client(&msg, &mut reply).await;
+        match client {
+            Some(client) if reply.error.is_none() => {
+                if let Err(e) = self.engine().destroy_client(&client).await {
+                    tracing::error!(error = %e, "engine failed to destroy a client");
+                    reply.error = Some(BayeuxError::server_error().into());
+                }
+            }
+            _ => reply.client_id = None,
+        }
+        finish(reply)
+    }
+
+    async fn subscribe(&self, msg: Message, subscribe: bool) -> Message {
+        let mut reply = make_response(&msg);
+        let client = self.check_client(&msg, &mut reply).await;
+        let subscription = msg.subscription.filter(is_truthy);
+        reply.subscription = Some(subscription.clone().unwrap_or_else(|| json!([])));
+        let Some(subscription) = subscription else {
+            reply.error = Some(BayeuxError::parameter_missing("subscription").into());
+            return finish(reply);
+        };
+        let Some(client) = client.filter(|_| reply.error.is_none()) else { return finish(reply) };
+        // Channels are walked in order and the walk stops at the first bad one; the
+        // ones before it have taken effect (Faye is not atomic here either).
+        for name in concat_strings(&subscription) {
+            if !channel::is_subscribable(&name) {
+                reply.error = Some(BayeuxError::channel_forbidden(name.as_str()).into());
+            }
+            if !channel::is_valid(&name) {
+                reply.error = Some(BayeuxError::channel_invalid(name.as_str()).into());
+            }
+            if reply.error.is_some() {
+                break;
+            }
+            let done = if subscribe {
+                self.engine().subscribe(&client, &name).await
+            } else {
+                self.engine().unsubscribe(&client, &name).await
+            };
+            if let Err(e) = done {
+                tracing::error!(error = %e, "engine failed to change a subscription");
+                reply.error = Some(BayeuxError::server_error().into());
+                break;
+            }
+        }
+        finish(reply)
+    }
+
+    async fn publish(&self, msg: Message) -> Message {
+        let mut reply = make_response(&msg);
+        let name = msg.channel.as_deref().unwrap_or("");
+        if !channel::is_name(name) {
+            reply.error = Some(BayeuxError::channel_invalid(name).into());
+        }
+        if msg.data.is_none() {
+            reply.error = Some(BayeuxError::parameter_missing("data").into());
+        }
+        if reply.error.is_none() {
+            let delivery = encode_delivery(&msg).into();
+            if let Err(e) = self.engine().publish(name, delivery).await {
+                tracing::error!(error = %e, "engine failed to publish");
+                reply.error = Some(BayeuxError::server_error().into());
+            }
+        }
+        finish(reply)
+    }
+}

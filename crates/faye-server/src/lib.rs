@@ -1,0 +1,199 @@
+//! The faye-rs Bayeux server: Faye 1.4.3's message handling over any [`Engine`].
+//!
+//! [`Server::process`] takes a decoded request batch and returns the replies for
+//! it, exactly as Faye's `Server#process`: one list per request, a `/meta/connect`
+//! reply followed by the messages it delivers. It knows nothing of HTTP; the
+//! transports (in `faye-http`) decode, call it and write the result.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use faye_engine::MemoryEngine;
+//! use faye_protocol::decode_batch;
+//! use faye_server::{Context, Server, ServerOptions, encode_replies};
+//!
+//! let server = Server::new(MemoryEngine::new(), ServerOptions::default());
+//! let request = decode_batch(br#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#).unwrap();
+//! let replies = server.process(request, &Context::default()).await;
+//! let json = String::from_utf8(encode_replies(&replies).to_vec()).unwrap();
+//! assert!(json.contains(r#""successful":true"#));
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use faye_engine::{Engine, EngineContext};
+use faye_protocol::Message;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+mod connection;
+mod handlers;
+mod socket;
+
+use connection::Registry;
+pub use socket::{Push, Socket};
+
+/// Server settings, mirroring Faye's adapter options.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    timeout: Duration,
+    interval: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(60), interval: Duration::ZERO }
+    }
+}
+
+impl ServerOptions {
+    /// How long a `/meta/connect` is held when there is nothing to deliver (Faye's
+    /// `timeout`, default 60 s). Clients expire after twice this without a connect.
+    /// Zero means the default, as in Faye.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = if timeout.is_zero() { Duration::from_secs(60) } else { timeout };
+        self
+    }
+
+    /// The pause clients are advised to make between connects (Faye's engine
+    /// `interval`, default 0).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// The configured timeout.
+    pub fn get_timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// Where a batch came from, as far as the handlers need to know.
+pub struct Context<'a, E: Engine> {
+    /// The persistent socket the batch arrived on, if any: a `/meta/connect` on it
+    /// binds the client to the socket, and deliveries are pushed there.
+    pub socket: Option<&'a Socket<E>>,
+}
+
+impl<E: Engine> Default for Context<'_, E> {
+    fn default() -> Self {
+        Self { socket: None }
+    }
+}
+
+/// One element of a reply batch.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A reply built by the server.
+    Message(Message),
+    /// A delivered message, serialized once when it was published.
+    Delivery(Bytes),
+}
+
+/// Encodes replies as the JSON array Faye writes for a request.
+pub fn encode_replies(replies: &[Reply]) -> Bytes {
+    let mut out = Vec::with_capacity(64 * (replies.len() + 1));
+    out.push(b'[');
+    for (i, reply) in replies.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match reply {
+            // Writing JSON into a Vec cannot fail.
+            Reply::Message(m) => {
+                let _ = serde_json::to_writer(&mut out, m);
+            }
+            Reply::Delivery(bytes) => out.extend_from_slice(bytes),
+        }
+    }
+    out.push(b']');
+    out.into()
+}
+
+/// Encodes deliveries (already JSON objects) as one JSON array.
+pub fn encode_deliveries(messages: &[Bytes]) -> Bytes {
+    let len = messages.iter().map(|m| m.len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'[');
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m);
+    }
+    out.push(b']');
+    out.into()
+}
+
+/// A Bayeux server over the engine `E`. Cheap to clone.
+pub struct Server<E: Engine> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E: Engine> Clone for Server<E> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+struct Shared<E> {
+    engine: E,
+    registry: Arc<Registry>,
+    options: ServerOptions,
+}
+
+impl<E: Engine> Server<E> {
+    /// Starts `engine` and builds a server over it.
+    pub fn new(engine: E, options: ServerOptions) -> Self {
+        let registry = Arc::new(Registry::default());
+        engine.start(EngineContext { listener: registry.clone(), timeout: options.timeout });
+        Self { shared: Arc::new(Shared { engine, registry, options }) }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &E {
+        &self.shared.engine
+    }
+
+    /// The options the server runs with.
+    pub fn options(&self) -> &ServerOptions {
+        &self.shared.options
+    }
+
+    /// Handles a request batch and returns its replies, in completion order as in
+    /// Faye: every message starts at once, and a held `/meta/connect` delays the
+    /// whole reply until it completes.
+    pub async fn process(&self, messages: Vec<Message>, ctx: &Context<'_, E>) -> Vec<Reply> {
+        if messages.len() == 1 {
+            let msg = messages.into_iter().next().unwrap_or_default();
+            return self.handle(msg, ctx).await;
+        }
+        let mut pending: FuturesUnordered<_> =
+            messages.into_iter().map(|m| self.handle(m, ctx)).collect();
+        let mut replies = Vec::new();
+        while let Some(mut part) = pending.next().await {
+            replies.append(&mut part);
+        }
+        replies
+    }
+
+    /// A socket for a persistent transport; see [`Socket`].
+    pub fn socket(&self) -> Socket<E> {
+        Socket::new(self.clone())
+    }
+
+    /// Whether [`Server::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.registry.shutdown.is_cancelled()
+    }
+
+    /// Answers every held connect at once, ends every socket's stream of pushes,
+    /// and stops the engine. Clients reconnect (to this server once it is back, or
+    /// to another) following the usual advice.
+    pub async fn shutdown(&self) {
+        self.shared.registry.close_all();
+        self.shared.engine.shutdown().await;
+    }
+}

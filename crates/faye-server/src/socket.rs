@@ -1,0 +1,112 @@
+//! Persistent sockets (WebSocket; later EventSource): the client a socket carries
+//! is bound by a validated `/meta/connect` on it, and deliveries are pushed.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use faye_engine::{ClientId, Engine};
+use tokio::sync::Notify;
+
+use crate::Server;
+use crate::connection::Connection;
+
+/// What a socket should send next.
+#[derive(Debug)]
+pub enum Push {
+    /// Messages for the bound client, oldest first: send them as one frame.
+    Messages(Vec<Bytes>),
+    /// The bound client's session ended or the server is shutting down: send any
+    /// replies still pending, then close the socket.
+    Closed,
+}
+
+/// The server side of one persistent socket.
+///
+/// A socket is bound to a client only by a `/meta/connect` that passed validation
+/// (Faye binds before validating, which lets anyone who knows a clientId take over
+/// its deliveries). A later valid connect for another client moves the binding.
+/// Dropping the socket unbinds it; the session lives on until it expires.
+pub struct Socket<E: Engine> {
+    server: Server<E>,
+    binding: Mutex<Option<(ClientId, Arc<Connection>)>>,
+    rebound: Notify,
+}
+
+impl<E: Engine> Socket<E> {
+    pub(crate) fn new(server: Server<E>) -> Self {
+        Self { server, binding: Mutex::new(None), rebound: Notify::new() }
+    }
+
+    fn binding(&self) -> MutexGuard<'_, Option<(ClientId, Arc<Connection>)>> {
+        self.binding.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds the socket to `client` (called by the connect handler once the client
+    /// is known to exist) and returns the connection to hold the connect on.
+    pub(crate) fn bind(&self, client: ClientId) -> Arc<Connection> {
+        let registry = &self.server.shared.registry;
+        let mut binding = self.binding();
+        if let Some((bound, conn)) = binding.as_ref() {
+            if *bound == client && !conn.ended.is_cancelled() {
+                return conn.clone();
+            }
+            registry.unbind(bound, conn);
+        }
+        let conn = Connection::new();
+        registry.bind(client, conn.clone());
+        *binding = Some((client, conn.clone()));
+        drop(binding);
+        self.rebound.notify_one();
+        conn
+    }
+
+    /// The client this socket is bound to, if any.
+    pub fn client_id(&self) -> Option<ClientId> {
+        self.binding().as_ref().map(|(id, _)| *id)
+    }
+
+    /// Waits until there is something to push. Cancel-safe: messages are taken from
+    /// the engine only when this returns them.
+    pub async fn next_push(&self) -> Push {
+        let shutdown = &self.server.shared.registry.shutdown;
+        loop {
+            let current = self.binding().clone();
+            let Some((client, conn)) = current else {
+                tokio::select! {
+                    _ = self.rebound.notified() => continue,
+                    _ = shutdown.cancelled() => return Push::Closed,
+                }
+            };
+            tokio::select! {
+                _ = conn.mail.notified() => {
+                    // Let every message published in this tick land, then send them together.
+                    tokio::task::yield_now().await;
+                    match self.server.engine().take_queue(&client).await {
+                        Ok(messages) if !messages.is_empty() => return Push::Messages(messages),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(%client, error = %e, "could not read the queue"),
+                    }
+                }
+                _ = conn.ended.cancelled() => {
+                    if conn.client_closed() || shutdown.is_cancelled() {
+                        return Push::Closed;
+                    }
+                    // Superseded by a newer connection for the same client: detach.
+                    let mut binding = self.binding();
+                    if binding.as_ref().is_some_and(|(_, c)| Arc::ptr_eq(c, &conn)) {
+                        *binding = None;
+                    }
+                }
+                _ = self.rebound.notified() => {}
+            }
+        }
+    }
+}
+
+impl<E: Engine> Drop for Socket<E> {
+    fn drop(&mut self) {
+        if let Some((client, conn)) = self.binding().take() {
+            self.server.shared.registry.unbind(&client, &conn);
+        }
+    }
+}
