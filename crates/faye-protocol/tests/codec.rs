@@ -1,0 +1,115 @@
+//! Decoding request batches and encoding deliveries.
+
+use faye_protocol::{BayeuxError, ClientId, Message, decode_batch, encode_delivery, escape_jsonp, js_string};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+#[test]
+fn a_batch_is_an_array_an_object_or_null() {
+    assert_eq!(decode_batch(b"[{},{}]").unwrap().len(), 2);
+    assert_eq!(decode_batch(b"\n {\"channel\":\"/a\"}").unwrap().len(), 1);
+    assert!(decode_batch(b"null").unwrap().is_empty());
+    assert!(decode_batch(b"[]").unwrap().is_empty());
+    for bad in [&b"42"[..], b"\"x\"", b"true", b"", b"[", b"{\"a\":}", b"[1,]"] {
+        assert!(decode_batch(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn falsy_batch_elements_are_skipped_and_other_primitives_are_empty_messages() {
+    let batch = decode_batch(br#"[null, false, 0, "", 1, "x", [1,[2]], {"channel":"/a"}]"#).unwrap();
+    assert_eq!(batch.len(), 4);
+    assert!(batch[..3].iter().all(|m| m.channel.is_none() && m.data.is_none()));
+    assert_eq!(batch[3].channel.as_deref(), Some("/a"));
+}
+
+#[test]
+fn falsy_identity_fields_are_absent_and_others_are_stringified() {
+    let m = &decode_batch(br#"{"clientId":"","channel":null,"connectionType":0,"error":false}"#).unwrap()[0];
+    assert!(m.client_id.is_none() && m.channel.is_none() && m.connection_type.is_none() && m.error.is_none());
+    let m = &decode_batch(br#"{"clientId":12,"channel":["/a","/b"]}"#).unwrap()[0];
+    assert_eq!(m.client_id.as_deref(), Some("12"));
+    assert_eq!(m.channel.as_deref(), Some("/a,/b"));
+}
+
+#[test]
+fn data_null_is_present_and_data_stays_byte_for_byte() {
+    let m = &decode_batch(br#"{"channel":"/a","data":null}"#).unwrap()[0];
+    assert_eq!(m.data.as_ref().unwrap().get(), "null");
+    let m = &decode_batch(br#"{"channel":"/a","data":{"b" : [1.50, "\u00e9"]}}"#).unwrap()[0];
+    assert_eq!(m.data.as_ref().unwrap().get(), r#"{"b" : [1.50, "\u00e9"]}"#);
+}
+
+#[test]
+fn a_delivery_drops_the_credential_and_reply_fields_and_keeps_the_rest() {
+    let m = &decode_batch(
+        br#"{"channel":"/x/y","data":{"n":1},"id":"p1","clientId":"whatever","ext":{"a":1},"advice":{"reconnect":"none"},"successful":true,"extra":"kept"}"#,
+    )
+    .unwrap()[0];
+    let out: Value = serde_json::from_slice(&encode_delivery(m)).unwrap();
+    assert_eq!(out, json!({"channel":"/x/y","data":{"n":1},"id":"p1","ext":{"a":1},"extra":"kept"}));
+}
+
+#[test]
+fn a_repeated_key_keeps_the_last_value() {
+    let m = &decode_batch(br#"{"channel":"/a","channel":"/b","x":1,"x":2}"#).unwrap()[0];
+    assert_eq!(m.channel.as_deref(), Some("/b"));
+    assert_eq!(m.to_json(), r#"{"channel":"/b","x":2}"#);
+}
+
+#[test]
+fn error_strings_match_faye() {
+    assert_eq!(BayeuxError::conntype_mismatch("iframe,flash").to_string(), "301:iframe,flash:Connection types not supported");
+    assert_eq!(BayeuxError::channel_forbidden("/meta/foo").to_string(), "403:/meta/foo:Forbidden channel");
+    assert_eq!(BayeuxError::channel_invalid("").to_string(), "405::Invalid channel");
+    assert_eq!(BayeuxError::parameter_missing("supportedConnectionTypes").to_string(), "402:supportedConnectionTypes:Missing required parameter");
+}
+
+#[test]
+fn js_string_follows_javascript() {
+    assert_eq!(js_string(&json!(["iframe", "flash"])), "iframe,flash");
+    assert_eq!(js_string(&json!([null, 1, "a"])), ",1,a");
+    assert_eq!(js_string(&json!({"a":1})), "[object Object]");
+    assert_eq!(js_string(&json!(true)), "true");
+}
+
+#[test]
+fn jsonp_escapes_line_separators() {
+    assert_eq!(escape_jsonp("[\"a\u{2028}b\u{2029}\"]"), r#"["a\u2028b\u2029"]"#);
+}
+
+proptest! {
+    #[test]
+    fn client_ids_are_31_base36_digits_of_the_number(bytes in any::<[u8; 20]>()) {
+        let id = ClientId::from_random_bytes(bytes);
+        prop_assert_eq!(id.as_str().len(), 31);
+        prop_assert_eq!(ClientId::parse(id.as_str()), Some(id));
+        // Read back as base 36: the same 160-bit number.
+        let mut n = [0u8; 20];
+        for digit in id.as_str().bytes() {
+            let mut carry = u32::from(if digit.is_ascii_digit() { digit - b'0' } else { digit - b'a' + 10 });
+            for byte in n.iter_mut().rev() {
+                let cur = u32::from(*byte) * 36 + carry;
+                *byte = cur as u8;
+                carry = cur >> 8;
+            }
+            prop_assert_eq!(carry, 0);
+        }
+        prop_assert_eq!(n, bytes);
+    }
+
+    #[test]
+    fn messages_survive_a_decode_encode_round_trip(
+        channel in "/[a-z]{1,5}(/[a-z]{1,5}){0,2}",
+        data in prop_oneof![Just("null".to_owned()), "-?[1-9][0-9]{0,5}", "\"[a-zé ]{0,8}\"", Just("{\"k\":[1,2,{}]}".to_owned())],
+        id in "[0-9a-z]{1,4}",
+    ) {
+        let json = format!(r#"{{"channel":"{channel}","data":{data},"id":"{id}","clientId":"c1"}}"#);
+        let m: Message = decode_batch(json.as_bytes()).unwrap().remove(0);
+        let again: Message = decode_batch(m.to_json().as_bytes()).unwrap().remove(0);
+        prop_assert_eq!(again.to_json(), m.to_json());
+        let original: Value = serde_json::from_str(&json).unwrap();
+        let encoded: Value = serde_json::from_str(&m.to_json()).unwrap();
+        prop_assert_eq!(encoded, original);
+    }
+}

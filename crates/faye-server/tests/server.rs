@@ -1,0 +1,188 @@
+//! Server behaviour that depends on time, with tokio's clock paused: held connects,
+//! their cap, expiry, wakeups and socket binding.
+
+use std::time::Duration;
+
+use faye_engine::MemoryEngine;
+use faye_protocol::decode_batch;
+use faye_server::{Context, Push, Server, ServerOptions, encode_replies};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const T: Duration = Duration::from_secs(10);
+
+fn server() -> Server<MemoryEngine> {
+    Server::new(MemoryEngine::new(), ServerOptions::default().timeout(T))
+}
+
+async fn send(server: &Server<MemoryEngine>, request: Value) -> Value {
+    let batch = decode_batch(request.to_string().as_bytes()).unwrap();
+    let replies = server.process(batch, &Context::default()).await;
+    serde_json::from_slice(&encode_replies(&replies)).unwrap()
+}
+
+async fn handshake(server: &Server<MemoryEngine>) -> String {
+    let reply = send(server, json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]})).await;
+    reply[0]["clientId"].as_str().unwrap().to_owned()
+}
+
+fn connect(id: &str) -> Value {
+    json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"})
+}
+
+async fn subscribe(server: &Server<MemoryEngine>, id: &str, channel: &str) {
+    let reply = send(server, json!({"channel":"/meta/subscribe","clientId":id,"subscription":channel})).await;
+    assert_eq!(reply[0]["successful"], true, "{reply}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connect_is_held_for_the_timeout() {
+    let server = server();
+    let id = handshake(&server).await;
+    let start = Instant::now();
+    let reply = send(&server, connect(&id)).await;
+    assert_eq!(start.elapsed(), T);
+    assert_eq!(
+        reply,
+        json!([{"clientId":id,"channel":"/meta/connect","successful":true,"advice":{"reconnect":"retry","interval":0,"timeout":10000}}])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_hold_is_capped_at_the_server_timeout_and_zero_returns_at_once() {
+    let server = server();
+    let id = handshake(&server).await;
+    let start = Instant::now();
+    let mut asks_more = connect(&id);
+    asks_more["advice"] = json!({"timeout": 3_600_000});
+    send(&server, asks_more).await;
+    assert_eq!(start.elapsed(), T);
+
+    let start = Instant::now();
+    let mut asks_less = connect(&id);
+    asks_less["advice"] = json!({"timeout": 2500});
+    send(&server, asks_less).await;
+    assert_eq!(start.elapsed(), Duration::from_millis(2500));
+
+    let start = Instant::now();
+    let mut asks_none = connect(&id);
+    asks_none["advice"] = json!({"timeout": 0});
+    send(&server, asks_none).await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publish_wakes_a_held_connect_with_every_message_of_the_same_tick() {
+    let server = server();
+    let id = handshake(&server).await;
+    subscribe(&server, &id, "/chat/*").await;
+    let publisher = {
+        let server = server.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            send(&server, json!([{"channel":"/chat/a","data":1},{"channel":"/chat/b","data":2}])).await
+        }
+    };
+    let start = Instant::now();
+    let (reply, _) = tokio::join!(send(&server, connect(&id)), publisher);
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(reply[0]["channel"], "/meta/connect");
+    assert_eq!(&reply.as_array().unwrap()[1..], [json!({"channel":"/chat/a","data":1}), json!({"channel":"/chat/b","data":2})]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_connect_answers_the_first_at_once() {
+    let server = server();
+    let id = handshake(&server).await;
+    let first = {
+        let server = server.clone();
+        let id = id.clone();
+        async move {
+            let reply = send(&server, connect(&id)).await;
+            (reply, Instant::now())
+        }
+    };
+    let second = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let reply = send(&server, connect(&id)).await;
+        (reply, Instant::now())
+    };
+    let start = Instant::now();
+    let ((first, first_at), (second, second_at)) = tokio::join!(first, second);
+    assert_eq!(first_at - start, Duration::from_secs(2), "answered when the second arrived");
+    assert_eq!(first[0]["successful"], true);
+    assert_eq!(first.as_array().unwrap().len(), 1);
+    assert_eq!(second_at - start, Duration::from_secs(2) + T);
+    assert_eq!(second[0]["successful"], true);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_expires_twice_the_timeout_after_its_last_connect() {
+    let server = server();
+    let id = handshake(&server).await;
+    let mut quick = connect(&id);
+    quick["advice"] = json!({"timeout": 0});
+    tokio::time::sleep(2 * T - Duration::from_millis(1)).await;
+    assert_eq!(send(&server, quick.clone()).await[0]["successful"], true, "alive, and pinged");
+    // Subscribing does not ping, so it probes existence without extending it.
+    tokio::time::sleep(2 * T - Duration::from_millis(1)).await;
+    subscribe(&server, &id, "/a").await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let reply = send(&server, json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/b"})).await;
+    assert_eq!(reply[0]["error"], format!("401:{id}:Unknown client"));
+    assert_eq!(
+        send(&server, quick).await,
+        json!([{"channel":"/meta/connect","successful":false,"error":format!("401:{id}:Unknown client"),"advice":{"reconnect":"handshake"}}])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_replies_come_in_completion_order() {
+    let server = server();
+    let id = handshake(&server).await;
+    let reply = send(
+        &server,
+        json!([connect(&id), {"channel":"/meta/subscribe","clientId":id,"subscription":"/x","id":"s"}]),
+    )
+    .await;
+    assert_eq!(reply[0]["channel"], "/meta/subscribe");
+    assert_eq!(reply[1]["channel"], "/meta/connect");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_is_bound_only_by_a_valid_connect_and_closed_by_disconnect() {
+    let server = server();
+    let id = handshake(&server).await;
+    subscribe(&server, &id, "/a").await;
+    let socket = server.socket();
+    let over_socket = |request: Value| {
+        let server = server.clone();
+        let socket = &socket;
+        async move {
+            let batch = decode_batch(request.to_string().as_bytes()).unwrap();
+            let replies = server.process(batch, &Context { socket: Some(socket) }).await;
+            serde_json::from_slice::<Value>(&encode_replies(&replies)).unwrap()
+        }
+    };
+    let unknown = "0".repeat(31);
+    let reply = over_socket(connect(&unknown)).await;
+    assert_eq!(reply[0]["error"], format!("401:{unknown}:Unknown client"));
+    assert_eq!(socket.client_id(), None, "an unknown client does not bind the socket");
+
+    // A connect on the socket binds it and is held as a heartbeat; pushes flow meanwhile.
+    let held = over_socket(connect(&id));
+    let pushes = async {
+        tokio::task::yield_now().await;
+        send(&server, json!({"channel":"/a","data":"hi","clientId":"spoof"})).await;
+        let Push::Messages(first) = socket.next_push().await else { panic!("expected messages") };
+        send(&server, json!({"channel":"/meta/disconnect","clientId":id})).await;
+        let second = socket.next_push().await;
+        (first, second)
+    };
+    let start = Instant::now();
+    let (reply, (first, second)) = tokio::join!(held, pushes);
+    assert_eq!(first, [bytes::Bytes::from(r#"{"channel":"/a","data":"hi"}"#)]);
+    assert!(matches!(second, Push::Closed));
+    assert_eq!(reply[0]["successful"], true);
+    assert!(start.elapsed() < T, "disconnect answered the held connect");
+}
