@@ -11,7 +11,11 @@ use faye_server::{Server, ServerOptions};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "faye", version, about = "A Faye-compatible Bayeux pub/sub server")]
+#[command(
+    name = "faye",
+    version,
+    about = "A Faye-compatible Bayeux pub/sub server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,13 +53,16 @@ struct ServeArgs {
 }
 
 fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value).with_context(|| format!("--{what} must be a positive number of seconds"))
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("--{what} must be a positive number of seconds"))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
@@ -66,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let timeout = seconds(args.timeout, "timeout")?;
     let ping = args.ping.map(|p| seconds(p, "ping")).transpose()?;
-    let server = Server::new(MemoryEngine::new(), ServerOptions::default().timeout(timeout));
+    let server = Server::new(
+        MemoryEngine::new(),
+        ServerOptions::default().timeout(timeout),
+    );
     let options = FayeOptions::default()
         .mount(args.mount)
         .ping(ping)

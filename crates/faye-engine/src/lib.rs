@@ -83,13 +83,17 @@ pub trait Engine: Send + Sync + 'static {
     fn create_client(&self) -> impl Future<Output = Result<ClientId, EngineError>> + Send;
 
     /// Whether the client exists and has not expired.
-    fn client_exists(&self, client: &ClientId)
-    -> impl Future<Output = Result<bool, EngineError>> + Send;
+    fn client_exists(
+        &self,
+        client: &ClientId,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
 
     /// Destroys a client: unsubscribes it from everything (`Unsubscribe` for each),
     /// drops its queue, then reports `Disconnect` and `Close`. Unknown ids are ignored.
-    fn destroy_client(&self, client: &ClientId)
-    -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn destroy_client(
+        &self,
+        client: &ClientId,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Refreshes the client's lifetime: it now expires 2T from now.
     fn ping(&self, client: &ClientId) -> impl Future<Output = Result<(), EngineError>> + Send;
@@ -117,8 +121,10 @@ pub trait Engine: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Takes every message queued for the client, oldest first.
-    fn take_queue(&self, client: &ClientId)
-    -> impl Future<Output = Result<Vec<Delivery>, EngineError>> + Send;
+    fn take_queue(
+        &self,
+        client: &ClientId,
+    ) -> impl Future<Output = Result<Vec<Delivery>, EngineError>> + Send;
 
     /// Stops timers and releases resources; the engine is not used afterwards.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;

@@ -124,7 +124,9 @@ impl Inner {
     }
 
     fn destroy(&self, id: &ClientId) {
-        let Some(entry) = self.clients.pin().remove(id).cloned() else { return };
+        let Some(entry) = self.clients.pin().remove(id).cloned() else {
+            return;
+        };
         let channels = {
             let mut st = lock(&entry.state);
             st.destroyed = true;
@@ -151,7 +153,9 @@ async fn reap(inner: Weak<Inner>, entry: Weak<ClientEntry>, id: ClientId) {
             return;
         };
         tokio::time::sleep_until(expires_at).await;
-        let (Some(inner), Some(entry)) = (inner.upgrade(), entry.upgrade()) else { return };
+        let (Some(inner), Some(entry)) = (inner.upgrade(), entry.upgrade()) else {
+            return;
+        };
         if lock(&entry.state).expires_at <= Instant::now() {
             inner.destroy(&id);
             return;
@@ -178,11 +182,21 @@ impl Engine for MemoryEngine {
         let id = loop {
             let id = generate_client_id();
             // 160 random bits never collide in practice; regenerate if they do.
-            if self.inner.clients.pin().try_insert(id, entry.clone()).is_ok() {
+            if self
+                .inner
+                .clients
+                .pin()
+                .try_insert(id, entry.clone())
+                .is_ok()
+            {
                 break id;
             }
         };
-        let task = tokio::spawn(reap(Arc::downgrade(&self.inner), Arc::downgrade(&entry), id));
+        let task = tokio::spawn(reap(
+            Arc::downgrade(&self.inner),
+            Arc::downgrade(&entry),
+            id,
+        ));
         lock(&entry.state).reaper = Some(task.abort_handle());
         self.inner.emit(EngineEvent::Handshake(id));
         Ok(id)
@@ -206,7 +220,9 @@ impl Engine for MemoryEngine {
     }
 
     async fn subscribe(&self, client: &ClientId, channel: &str) -> Result<bool, EngineError> {
-        let Some(entry) = self.inner.entry(client) else { return Ok(false) };
+        let Some(entry) = self.inner.entry(client) else {
+            return Ok(false);
+        };
         {
             // Lock order everywhere: client, then channel.
             let mut st = lock(&entry.state);
@@ -216,12 +232,15 @@ impl Engine for MemoryEngine {
             self.inner.add_subscriber(channel, *client);
             st.channels.insert(channel.to_owned());
         }
-        self.inner.emit(EngineEvent::Subscribe(*client, channel.to_owned()));
+        self.inner
+            .emit(EngineEvent::Subscribe(*client, channel.to_owned()));
         Ok(true)
     }
 
     async fn unsubscribe(&self, client: &ClientId, channel: &str) -> Result<bool, EngineError> {
-        let Some(entry) = self.inner.entry(client) else { return Ok(false) };
+        let Some(entry) = self.inner.entry(client) else {
+            return Ok(false);
+        };
         {
             let mut st = lock(&entry.state);
             if !st.channels.remove(channel) {
@@ -229,7 +248,8 @@ impl Engine for MemoryEngine {
             }
             self.inner.remove_subscriber(channel, client);
         }
-        self.inner.emit(EngineEvent::Unsubscribe(*client, channel.to_owned()));
+        self.inner
+            .emit(EngineEvent::Unsubscribe(*client, channel.to_owned()));
         Ok(true)
     }
 
@@ -253,7 +273,9 @@ impl Engine for MemoryEngine {
         let ctx = self.inner.ctx()?;
         let clients = self.inner.clients.pin();
         for id in &recipients {
-            let Some(entry) = clients.get(id) else { continue };
+            let Some(entry) = clients.get(id) else {
+                continue;
+            };
             {
                 let mut st = lock(&entry.state);
                 if st.destroyed {
@@ -277,10 +299,10 @@ impl Engine for MemoryEngine {
     async fn shutdown(&self) {
         let ids: Vec<ClientId> = self.inner.clients.pin().keys().copied().collect();
         for id in ids {
-            if let Some(entry) = self.inner.clients.pin().remove(&id) {
-                if let Some(reaper) = lock(&entry.state).reaper.take() {
-                    reaper.abort();
-                }
+            if let Some(entry) = self.inner.clients.pin().remove(&id)
+                && let Some(reaper) = lock(&entry.state).reaper.take()
+            {
+                reaper.abort();
             }
         }
         self.inner.channels.pin().clear();

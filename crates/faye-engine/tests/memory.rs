@@ -2,4 +2,7 @@
 
 use faye_engine::MemoryEngine;
 
-faye_engine::conformance_tests!(#[tokio::test(start_paused = true)] MemoryEngine::new());
+faye_engine::conformance_tests!(
+    #[tokio::test(start_paused = true)]
+    MemoryEngine::new()
+);

@@ -53,7 +53,12 @@ pub struct FayeOptions {
 
 impl Default for FayeOptions {
     fn default() -> Self {
-        Self { mount: "/bayeux".into(), max_request_bytes: 1 << 20, max_batch: 1000, ping: None }
+        Self {
+            mount: "/bayeux".into(),
+            max_request_bytes: 1 << 20,
+            max_batch: 1000,
+            ping: None,
+        }
     }
 }
 
@@ -63,7 +68,11 @@ impl FayeOptions {
     pub fn mount(mut self, mount: impl Into<String>) -> Self {
         let mount: String = mount.into();
         let trimmed = mount.trim_end_matches('/');
-        self.mount = if trimmed.is_empty() { "/".into() } else { trimmed.to_owned() };
+        self.mount = if trimmed.is_empty() {
+            "/".into()
+        } else {
+            trimmed.to_owned()
+        };
         self
     }
 
@@ -119,14 +128,22 @@ struct Shared<E: Engine> {
 
 impl<E: Engine> Clone for FayeService<E> {
     fn clone(&self) -> Self {
-        Self { shared: self.shared.clone() }
+        Self {
+            shared: self.shared.clone(),
+        }
     }
 }
 
 impl<E: Engine> FayeService<E> {
     /// Serves `server` with `options`.
     pub fn new(server: Server<E>, options: FayeOptions) -> Self {
-        Self { shared: Arc::new(Shared { server, options, sockets: TaskTracker::new() }) }
+        Self {
+            shared: Arc::new(Shared {
+                server,
+                options,
+                sockets: TaskTracker::new(),
+            }),
+        }
     }
 
     /// The Bayeux server behind the endpoint.
@@ -193,8 +210,10 @@ fn full(body: impl Into<Bytes>) -> FayeBody {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<FayeBody> {
     let mut res = Response::new(full(body));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     res
 }
 

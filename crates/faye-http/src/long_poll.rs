@@ -32,7 +32,9 @@ fn valid_callback(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|part| {
             let mut chars = part.chars();
-            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
         })
 }
@@ -74,11 +76,20 @@ impl<E: Engine> FayeService<E> {
 fn common_headers(res: &mut Response<FayeBody>, request: &HeaderMap, content_type: &'static str) {
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if let Some(origin) = request.get(header::ORIGIN) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
 }
 
@@ -104,7 +115,13 @@ where
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
     let (message, jsonp) = if json {
         match std::str::from_utf8(&body) {
             Ok(text) => (Some(text.to_owned()), None),
@@ -117,7 +134,9 @@ where
     if !valid_callback(jsonp.as_deref().unwrap_or(DEFAULT_CALLBACK)) {
         return bad_request();
     }
-    let Some(message) = message else { return bad_request() };
+    let Some(message) = message else {
+        return bad_request();
+    };
     let batch = match svc.decode(message.as_bytes()) {
         Ok(batch) => batch,
         Err(refused) => return refused.response(),
@@ -131,7 +150,9 @@ where
 pub(crate) async fn get<E: Engine, B>(svc: &FayeService<E>, req: Request<B>) -> Response<FayeBody> {
     let (message, jsonp) = params(req.uri().query().unwrap_or("").as_bytes());
     let callback = jsonp.unwrap_or_else(|| DEFAULT_CALLBACK.to_owned());
-    let Some(message) = message.filter(|_| valid_callback(&callback)) else { return bad_request() };
+    let Some(message) = message.filter(|_| valid_callback(&callback)) else {
+        return bad_request();
+    };
     if message.len() > svc.shared.options.max_request_bytes {
         let why = format!(
             "Payload too large: the request limit is {} bytes",

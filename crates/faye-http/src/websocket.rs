@@ -40,9 +40,15 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
     mut req: Request<B>,
 ) -> Response<FayeBody> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
-    let version_ok = req.headers().get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
-    let (Some(key), true, true) = (key, version_ok, header_has(&req, header::CONNECTION, "upgrade"))
-    else {
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let (Some(key), true, true) = (
+        key,
+        version_ok,
+        header_has(&req, header::CONNECTION, "upgrade"),
+    ) else {
         return bad_request();
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -81,6 +87,16 @@ fn text_frame(json: Bytes) -> WsMessage {
     WsMessage::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
 }
 
+/// The next ping time, or never when pings are off.
+async fn tick(ping: &mut Option<tokio::time::Interval>) {
+    match ping {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn run<E, S>(svc: &FayeService<E>, ws: WebSocketStream<S>)
 where
     E: Engine,
@@ -101,7 +117,10 @@ where
     let mut closing = false;
     let close: Option<CloseFrame> = loop {
         if closing && pending.is_empty() {
-            break Some(CloseFrame { code: CloseCode::Normal, reason: "".into() });
+            break Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            });
         }
         let out = tokio::select! {
             frame = stream.next(), if !closing => match frame {
@@ -140,18 +159,19 @@ where
                     None
                 }
             },
-            _ = async { ping.as_mut().map(|p| p.tick()).unwrap().await }, if ping.is_some() => {
-                Some(WsMessage::Ping(Bytes::new()))
-            }
+            _ = tick(&mut ping) => Some(WsMessage::Ping(Bytes::new())),
         };
-        if let Some(frame) = out {
-            if sink.send(frame).await.is_err() {
-                break None;
-            }
+        if let Some(frame) = out
+            && sink.send(frame).await.is_err()
+        {
+            break None;
         }
     };
     if let Some(frame) = close {
-        let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(WsMessage::Close(Some(frame))))
-            .await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            sink.send(WsMessage::Close(Some(frame))),
+        )
+        .await;
     }
 }

@@ -72,7 +72,10 @@ mod tests {
 
     #[test]
     fn zero_and_max_are_padded_to_31_digits() {
-        assert_eq!(ClientId::from_random_bytes([0; 20]).as_str(), "0".repeat(31));
+        assert_eq!(
+            ClientId::from_random_bytes([0; 20]).as_str(),
+            "0".repeat(31)
+        );
         // 2^160 - 1 in base 36, computed independently with Python.
         assert_eq!(
             ClientId::from_random_bytes([0xff; 20]).as_str(),
@@ -84,6 +87,9 @@ mod tests {
     fn one_is_written_as_a_single_trailing_digit() {
         let mut b = [0; 20];
         b[19] = 35;
-        assert_eq!(ClientId::from_random_bytes(b).as_str(), format!("{}z", "0".repeat(30)));
+        assert_eq!(
+            ClientId::from_random_bytes(b).as_str(),
+            format!("{}z", "0".repeat(30))
+        );
     }
 }

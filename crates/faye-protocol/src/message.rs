@@ -59,7 +59,13 @@ pub fn js_string(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Array(items) => items
             .iter()
-            .map(|i| if i.is_null() { String::new() } else { js_string(i) })
+            .map(|i| {
+                if i.is_null() {
+                    String::new()
+                } else {
+                    js_string(i)
+                }
+            })
             .collect::<Vec<_>>()
             .join(","),
         Value::Object(_) => "[object Object]".to_owned(),
@@ -222,18 +228,18 @@ impl Serialize for Wire<'_> {
         if let Some(v) = &m.id {
             map.serialize_entry("id", v)?;
         }
-        if !self.delivery {
-            if let Some(v) = &m.client_id {
-                map.serialize_entry("clientId", v)?;
-            }
+        if !self.delivery
+            && let Some(v) = &m.client_id
+        {
+            map.serialize_entry("clientId", v)?;
         }
         if let Some(v) = &m.channel {
             map.serialize_entry("channel", v)?;
         }
-        if !self.delivery {
-            if let Some(v) = &m.successful {
-                map.serialize_entry("successful", v)?;
-            }
+        if !self.delivery
+            && let Some(v) = &m.successful
+        {
+            map.serialize_entry("successful", v)?;
         }
         if let Some(v) = &m.error {
             map.serialize_entry("error", v)?;
@@ -250,10 +256,10 @@ impl Serialize for Wire<'_> {
         if let Some(v) = &m.subscription {
             map.serialize_entry("subscription", v)?;
         }
-        if !self.delivery {
-            if let Some(v) = &m.advice {
-                map.serialize_entry("advice", v)?;
-            }
+        if !self.delivery
+            && let Some(v) = &m.advice
+        {
+            map.serialize_entry("advice", v)?;
         }
         if let Some(v) = &m.data {
             map.serialize_entry("data", v)?;
@@ -270,14 +276,21 @@ impl Serialize for Wire<'_> {
 
 impl Serialize for Message {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        Wire { msg: self, delivery: false }.serialize(s)
+        Wire {
+            msg: self,
+            delivery: false,
+        }
+        .serialize(s)
     }
 }
 
 impl Message {
     /// A message on `channel` with nothing else set.
     pub fn on(channel: impl Into<String>) -> Self {
-        Self { channel: Some(channel.into()), ..Self::default() }
+        Self {
+            channel: Some(channel.into()),
+            ..Self::default()
+        }
     }
 
     /// The message as JSON.

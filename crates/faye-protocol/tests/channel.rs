@@ -1,6 +1,8 @@
 //! Channel grammar and `expand`, checked against independent oracles.
 
-use faye_protocol::channel::{expand, is_meta, is_name, is_pattern, is_service, is_subscribable, is_valid};
+use faye_protocol::channel::{
+    expand, is_meta, is_name, is_pattern, is_service, is_subscribable, is_valid,
+};
 use proptest::prelude::*;
 use regex::Regex;
 
@@ -30,9 +32,25 @@ fn faye_grammar_examples() {
         assert!(is_name(ok) && is_valid(ok) && !is_pattern(ok), "{ok}");
     }
     for pattern in ["/*", "/**", "/foo/*", "/foo/**"] {
-        assert!(is_pattern(pattern) && is_valid(pattern) && !is_name(pattern), "{pattern}");
+        assert!(
+            is_pattern(pattern) && is_valid(pattern) && !is_name(pattern),
+            "{pattern}"
+        );
     }
-    for bad in ["foo/x", "/foo/", "/fo o/x", "/foo/**/*", "/foo/*/bar", "/foo*", "/", "", "/a.b", "/é", "/a:b", "/a%20"] {
+    for bad in [
+        "foo/x",
+        "/foo/",
+        "/fo o/x",
+        "/foo/**/*",
+        "/foo/*/bar",
+        "/foo*",
+        "/",
+        "",
+        "/a.b",
+        "/é",
+        "/a:b",
+        "/a%20",
+    ] {
         assert!(!is_valid(bad), "{bad}");
     }
 }
@@ -50,11 +68,25 @@ fn meta_and_service_are_decided_by_the_whole_first_segment() {
 fn expand_lists_faye_keys_in_faye_order() {
     assert_eq!(expand("/foo"), ["/**", "/foo", "/*"]);
     assert_eq!(expand("/foo/bar"), ["/**", "/foo/bar", "/foo/*", "/foo/**"]);
-    assert_eq!(expand("/foo/bar/qux"), ["/**", "/foo/bar/qux", "/foo/bar/*", "/foo/**", "/foo/bar/**"]);
+    assert_eq!(
+        expand("/foo/bar/qux"),
+        [
+            "/**",
+            "/foo/bar/qux",
+            "/foo/bar/*",
+            "/foo/**",
+            "/foo/bar/**"
+        ]
+    );
 }
 
 fn segment() -> impl Strategy<Value = String> {
-    prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("c".to_owned()), "[a-z0-9_@]{1,3}"]
+    prop_oneof![
+        Just("a".to_owned()),
+        Just("b".to_owned()),
+        Just("c".to_owned()),
+        "[a-z0-9_@]{1,3}"
+    ]
 }
 
 fn channel() -> impl Strategy<Value = String> {
@@ -62,7 +94,10 @@ fn channel() -> impl Strategy<Value = String> {
 }
 
 fn pattern() -> impl Strategy<Value = String> {
-    (prop::collection::vec(segment(), 0..4), prop_oneof![Just("*"), Just("**"), Just("a"), Just("b")])
+    (
+        prop::collection::vec(segment(), 0..4),
+        prop_oneof![Just("*"), Just("**"), Just("a"), Just("b")],
+    )
         .prop_map(|(segs, last)| {
             let mut all = segs;
             all.push(last.to_owned());

@@ -1,6 +1,8 @@
 //! Decoding request batches and encoding deliveries.
 
-use faye_protocol::{BayeuxError, ClientId, Message, decode_batch, encode_delivery, escape_jsonp, js_string};
+use faye_protocol::{
+    BayeuxError, ClientId, Message, decode_batch, encode_delivery, escape_jsonp, js_string,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -10,23 +12,46 @@ fn a_batch_is_an_array_an_object_or_null() {
     assert_eq!(decode_batch(b"\n {\"channel\":\"/a\"}").unwrap().len(), 1);
     assert!(decode_batch(b"null").unwrap().is_empty());
     assert!(decode_batch(b"[]").unwrap().is_empty());
-    for bad in [&b"42"[..], b"\"x\"", b"true", b"", b"[", b"{\"a\":}", b"[1,]"] {
-        assert!(decode_batch(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+    for bad in [
+        &b"42"[..],
+        b"\"x\"",
+        b"true",
+        b"",
+        b"[",
+        b"{\"a\":}",
+        b"[1,]",
+    ] {
+        assert!(
+            decode_batch(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 
 #[test]
 fn falsy_batch_elements_are_skipped_and_other_primitives_are_empty_messages() {
-    let batch = decode_batch(br#"[null, false, 0, "", 1, "x", [1,[2]], {"channel":"/a"}]"#).unwrap();
+    let batch =
+        decode_batch(br#"[null, false, 0, "", 1, "x", [1,[2]], {"channel":"/a"}]"#).unwrap();
     assert_eq!(batch.len(), 4);
-    assert!(batch[..3].iter().all(|m| m.channel.is_none() && m.data.is_none()));
+    assert!(
+        batch[..3]
+            .iter()
+            .all(|m| m.channel.is_none() && m.data.is_none())
+    );
     assert_eq!(batch[3].channel.as_deref(), Some("/a"));
 }
 
 #[test]
 fn falsy_identity_fields_are_absent_and_others_are_stringified() {
-    let m = &decode_batch(br#"{"clientId":"","channel":null,"connectionType":0,"error":false}"#).unwrap()[0];
-    assert!(m.client_id.is_none() && m.channel.is_none() && m.connection_type.is_none() && m.error.is_none());
+    let m = &decode_batch(br#"{"clientId":"","channel":null,"connectionType":0,"error":false}"#)
+        .unwrap()[0];
+    assert!(
+        m.client_id.is_none()
+            && m.channel.is_none()
+            && m.connection_type.is_none()
+            && m.error.is_none()
+    );
     let m = &decode_batch(br#"{"clientId":12,"channel":["/a","/b"]}"#).unwrap()[0];
     assert_eq!(m.client_id.as_deref(), Some("12"));
     assert_eq!(m.channel.as_deref(), Some("/a,/b"));
@@ -37,7 +62,10 @@ fn data_null_is_present_and_data_stays_byte_for_byte() {
     let m = &decode_batch(br#"{"channel":"/a","data":null}"#).unwrap()[0];
     assert_eq!(m.data.as_ref().unwrap().get(), "null");
     let m = &decode_batch(br#"{"channel":"/a","data":{"b" : [1.50, "\u00e9"]}}"#).unwrap()[0];
-    assert_eq!(m.data.as_ref().unwrap().get(), r#"{"b" : [1.50, "\u00e9"]}"#);
+    assert_eq!(
+        m.data.as_ref().unwrap().get(),
+        r#"{"b" : [1.50, "\u00e9"]}"#
+    );
 }
 
 #[test]
@@ -47,7 +75,10 @@ fn a_delivery_drops_the_credential_and_reply_fields_and_keeps_the_rest() {
     )
     .unwrap()[0];
     let out: Value = serde_json::from_slice(&encode_delivery(m)).unwrap();
-    assert_eq!(out, json!({"channel":"/x/y","data":{"n":1},"id":"p1","ext":{"a":1},"extra":"kept"}));
+    assert_eq!(
+        out,
+        json!({"channel":"/x/y","data":{"n":1},"id":"p1","ext":{"a":1},"extra":"kept"})
+    );
 }
 
 #[test]
@@ -59,10 +90,22 @@ fn a_repeated_key_keeps_the_last_value() {
 
 #[test]
 fn error_strings_match_faye() {
-    assert_eq!(BayeuxError::conntype_mismatch("iframe,flash").to_string(), "301:iframe,flash:Connection types not supported");
-    assert_eq!(BayeuxError::channel_forbidden("/meta/foo").to_string(), "403:/meta/foo:Forbidden channel");
-    assert_eq!(BayeuxError::channel_invalid("").to_string(), "405::Invalid channel");
-    assert_eq!(BayeuxError::parameter_missing("supportedConnectionTypes").to_string(), "402:supportedConnectionTypes:Missing required parameter");
+    assert_eq!(
+        BayeuxError::conntype_mismatch("iframe,flash").to_string(),
+        "301:iframe,flash:Connection types not supported"
+    );
+    assert_eq!(
+        BayeuxError::channel_forbidden("/meta/foo").to_string(),
+        "403:/meta/foo:Forbidden channel"
+    );
+    assert_eq!(
+        BayeuxError::channel_invalid("").to_string(),
+        "405::Invalid channel"
+    );
+    assert_eq!(
+        BayeuxError::parameter_missing("supportedConnectionTypes").to_string(),
+        "402:supportedConnectionTypes:Missing required parameter"
+    );
 }
 
 #[test]
@@ -75,7 +118,10 @@ fn js_string_follows_javascript() {
 
 #[test]
 fn jsonp_escapes_line_separators() {
-    assert_eq!(escape_jsonp("[\"a\u{2028}b\u{2029}\"]"), r#"["a\u2028b\u2029"]"#);
+    assert_eq!(
+        escape_jsonp("[\"a\u{2028}b\u{2029}\"]"),
+        r#"["a\u2028b\u2029"]"#
+    );
 }
 
 proptest! {

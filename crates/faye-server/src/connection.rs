@@ -22,7 +22,11 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self { mail: Notify::new(), ended: CancellationToken::new(), closed: Mutex::new(false) })
+        Arc::new(Self {
+            mail: Notify::new(),
+            ended: CancellationToken::new(),
+            closed: Mutex::new(false),
+        })
     }
 
     fn end(&self, client_closed: bool) {
@@ -59,7 +63,10 @@ impl Registry {
 
     /// Removes the binding if it is still `conn` (a newer one may have replaced it).
     pub(crate) fn unbind(&self, client: &ClientId, conn: &Arc<Connection>) {
-        let _ = self.conns.pin().remove_if(client, |_, cur| Arc::ptr_eq(cur, conn));
+        let _ = self
+            .conns
+            .pin()
+            .remove_if(client, |_, cur| Arc::ptr_eq(cur, conn));
     }
 
     /// Ends every binding (server shutdown).
@@ -82,10 +89,10 @@ impl EngineListener for Registry {
 
     fn event(&self, event: EngineEvent) {
         tracing::debug!(?event, "engine event");
-        if let EngineEvent::Close(client) = event {
-            if let Some(conn) = self.conns.pin().remove(&client) {
-                conn.end(true);
-            }
+        if let EngineEvent::Close(client) = event
+            && let Some(conn) = self.conns.pin().remove(&client)
+        {
+            conn.end(true);
         }
     }
 }

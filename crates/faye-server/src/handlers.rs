@@ -41,7 +41,7 @@ impl<E: Engine> Server<E> {
     pub(crate) async fn handle(&self, msg: Message, ctx: &Context<'_, E>) -> Vec<Reply> {
         let name = msg.channel.as_deref().unwrap_or("");
         if !channel::is_meta(name) {
-            return vec![Reply::Message(self.publish(msg).await)];
+            return vec![Reply::message(self.publish(msg).await)];
         }
         let reply = match MetaChannel::from_name(name) {
             Some(MetaChannel::Handshake) => self.handshake(msg).await,
@@ -55,7 +55,7 @@ impl<E: Engine> Server<E> {
                 finish(reply)
             }
         };
-        vec![Reply::Message(reply)]
+        vec![Reply::message(reply)]
     }
 
     /// Faye's `_advize`, for handshake and connect replies.
@@ -74,7 +74,9 @@ impl<E: Engine> Server<E> {
     /// Whether the request's clientId names a live client. Ids we could never have
     /// issued are unknown without asking the engine.
     async fn known_client(&self, msg: &Message) -> Result<Option<ClientId>, BayeuxError> {
-        let Some(id) = msg.client_id.as_deref().and_then(ClientId::parse) else { return Ok(None) };
+        let Some(id) = msg.client_id.as_deref().and_then(ClientId::parse) else {
+            return Ok(None);
+        };
         match self.engine().client_exists(&id).await {
             Ok(true) => Ok(Some(id)),
             Ok(false) => Ok(None),
@@ -95,7 +97,8 @@ impl<E: Engine> Server<E> {
             }
         };
         if known.is_none() {
-            reply.error = Some(BayeuxError::client_unknown(msg.client_id.clone().unwrap_or_default()).into());
+            reply.error =
+                Some(BayeuxError::client_unknown(msg.client_id.clone().unwrap_or_default()).into());
         }
         if msg.client_id.is_none() {
             reply.error = Some(BayeuxError::parameter_missing("clientId").into());
@@ -110,14 +113,20 @@ impl<E: Engine> Server<E> {
         if !msg.version.as_ref().is_some_and(is_truthy) {
             reply.error = Some(BayeuxError::parameter_missing("version").into());
         }
-        match msg.supported_connection_types.as_ref().filter(|v| is_truthy(v)) {
+        match msg
+            .supported_connection_types
+            .as_ref()
+            .filter(|v| is_truthy(v))
+        {
             None => {
-                reply.error = Some(BayeuxError::parameter_missing("supportedConnectionTypes").into());
+                reply.error =
+                    Some(BayeuxError::parameter_missing("supportedConnectionTypes").into());
             }
             Some(types) => {
                 // A string is a list of characters to Faye, so it never matches.
                 let common = types.as_array().is_some_and(|list| {
-                    list.iter().any(|t| t.as_str().is_some_and(|t| CONNECTION_TYPES.contains(&t)))
+                    list.iter()
+                        .any(|t| t.as_str().is_some_and(|t| CONNECTION_TYPES.contains(&t)))
                 });
                 if !common {
                     reply.error = Some(BayeuxError::conntype_mismatch(js_string(types)).into());
@@ -142,7 +151,8 @@ impl<E: Engine> Server<E> {
         let client = self.check_client(&msg, &mut reply).await;
         let connection_type = msg.connection_type.as_deref();
         if !connection_type.is_some_and(|t| CONNECTION_TYPES.contains(&t)) {
-            reply.error = Some(BayeuxError::conntype_mismatch(connection_type.unwrap_or("")).into());
+            reply.error =
+                Some(BayeuxError::conntype_mismatch(connection_type.unwrap_or("")).into());
         }
         if connection_type.is_none() {
             reply.error = Some(BayeuxError::parameter_missing("connectionType").into());
@@ -152,11 +162,15 @@ impl<E: Engine> Server<E> {
             _ => {
                 reply.client_id = None;
                 reply.advice = Some(self.advice(&reply, false));
-                return vec![Reply::Message(finish(reply))];
+                return vec![Reply::message(finish(reply))];
             }
         };
         let eventsource = connection_type == Some("eventsource");
-        let hold = if eventsource { Duration::ZERO } else { self.requested_hold(&msg) };
+        let hold = if eventsource {
+            Duration::ZERO
+        } else {
+            self.requested_hold(&msg)
+        };
         if let Err(e) = self.engine().ping(&client).await {
             tracing::error!(error = %e, "engine failed to ping");
         }
@@ -169,7 +183,7 @@ impl<E: Engine> Server<E> {
             None => self.poll(client, hold).await,
         };
         reply.advice = Some(self.advice(&reply, eventsource));
-        replies.insert(0, Reply::Message(finish(reply)));
+        replies.insert(0, Reply::message(finish(reply)));
         replies
     }
 
@@ -178,7 +192,11 @@ impl<E: Engine> Server<E> {
     /// kills its own session).
     fn requested_hold(&self, msg: &Message) -> Duration {
         let max = self.shared.options.timeout;
-        let asked = msg.advice.as_ref().and_then(|a| a.get("timeout")).and_then(Value::as_f64);
+        let asked = msg
+            .advice
+            .as_ref()
+            .and_then(|a| a.get("timeout"))
+            .and_then(Value::as_f64);
         match asked {
             Some(ms) if ms.is_finite() => Duration::from_secs_f64((ms / 1000.0).max(0.0)).min(max),
             _ => max,
@@ -201,7 +219,11 @@ impl<E: Engine> Server<E> {
         let registry = &self.shared.registry;
         let conn = Connection::new();
         registry.bind(client, conn.clone());
-        let _guard = BindingGuard { registry, client, conn: conn.clone() };
+        let _guard = BindingGuard {
+            registry,
+            client,
+            conn: conn.clone(),
+        };
         let deadline = tokio::time::Instant::now() + hold;
         loop {
             match self.engine().take_queue(&client).await {
@@ -246,7 +268,9 @@ impl<E: Engine> Server<E> {
             reply.error = Some(BayeuxError::parameter_missing("subscription").into());
             return finish(reply);
         };
-        let Some(client) = client.filter(|_| reply.error.is_none()) else { return finish(reply) };
+        let Some(client) = client.filter(|_| reply.error.is_none()) else {
+            return finish(reply);
+        };
         // Channels are walked in order and the walk stops at the first bad one; the
         // ones before it have taken effect (Faye is not atomic here either).
         for name in concat_strings(&subscription) {

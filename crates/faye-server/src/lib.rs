@@ -44,7 +44,10 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(60), interval: Duration::ZERO }
+        Self {
+            timeout: Duration::from_secs(60),
+            interval: Duration::ZERO,
+        }
     }
 }
 
@@ -53,7 +56,11 @@ impl ServerOptions {
     /// `timeout`, default 60 s). Clients expire after twice this without a connect.
     /// Zero means the default, as in Faye.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = if timeout.is_zero() { Duration::from_secs(60) } else { timeout };
+        self.timeout = if timeout.is_zero() {
+            Duration::from_secs(60)
+        } else {
+            timeout
+        };
         self
     }
 
@@ -87,9 +94,15 @@ impl<E: Engine> Default for Context<'_, E> {
 #[derive(Debug, Clone)]
 pub enum Reply {
     /// A reply built by the server.
-    Message(Message),
+    Message(Box<Message>),
     /// A delivered message, serialized once when it was published.
     Delivery(Bytes),
+}
+
+impl Reply {
+    pub(crate) fn message(m: Message) -> Self {
+        Self::Message(Box::new(m))
+    }
 }
 
 /// Encodes replies as the JSON array Faye writes for a request.
@@ -134,7 +147,9 @@ pub struct Server<E: Engine> {
 
 impl<E: Engine> Clone for Server<E> {
     fn clone(&self) -> Self {
-        Self { shared: self.shared.clone() }
+        Self {
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -148,8 +163,17 @@ impl<E: Engine> Server<E> {
     /// Starts `engine` and builds a server over it.
     pub fn new(engine: E, options: ServerOptions) -> Self {
         let registry = Arc::new(Registry::default());
-        engine.start(EngineContext { listener: registry.clone(), timeout: options.timeout });
-        Self { shared: Arc::new(Shared { engine, registry, options }) }
+        engine.start(EngineContext {
+            listener: registry.clone(),
+            timeout: options.timeout,
+        });
+        Self {
+            shared: Arc::new(Shared {
+                engine,
+                registry,
+                options,
+            }),
+        }
     }
 
     /// The engine.

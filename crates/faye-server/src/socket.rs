@@ -34,7 +34,11 @@ pub struct Socket<E: Engine> {
 
 impl<E: Engine> Socket<E> {
     pub(crate) fn new(server: Server<E>) -> Self {
-        Self { server, binding: Mutex::new(None), rebound: Notify::new() }
+        Self {
+            server,
+            binding: Mutex::new(None),
+            rebound: Notify::new(),
+        }
     }
 
     fn binding(&self) -> MutexGuard<'_, Option<(ClientId, Arc<Connection>)>> {
