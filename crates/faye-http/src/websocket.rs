@@ -115,6 +115,9 @@ where
     // Set once the bound session ends or the server shuts down: replies still
     // pending are sent, then the socket is closed.
     let mut closing = false;
+    // Kept across loop turns: once the engine hands over messages they must be sent,
+    // so this future is never dropped half-way.
+    let mut push = std::pin::pin!(socket.next_push());
     let close: Option<CloseFrame> = loop {
         if closing && pending.is_empty() {
             break Some(CloseFrame {
@@ -152,13 +155,16 @@ where
                 }
             },
             Some(reply) = pending.next() => Some(text_frame(reply)),
-            push = socket.next_push(), if !closing => match push {
-                Push::Messages(messages) => Some(text_frame(encode_deliveries(&messages))),
-                Push::Closed => {
-                    closing = true;
-                    None
+            next = &mut push, if !closing => {
+                push.set(socket.next_push());
+                match next {
+                    Push::Messages(messages) => Some(text_frame(encode_deliveries(&messages))),
+                    Push::Closed => {
+                        closing = true;
+                        None
+                    }
                 }
-            },
+            }
             _ = tick(&mut ping) => Some(WsMessage::Ping(Bytes::new())),
         };
         if let Some(frame) = out

@@ -69,8 +69,9 @@ impl<E: Engine> Socket<E> {
         self.binding().as_ref().map(|(id, _)| *id)
     }
 
-    /// Waits until there is something to push. Cancel-safe: messages are taken from
-    /// the engine only when this returns them.
+    /// Waits until there is something to push. Once the engine has handed over the
+    /// client's messages they exist only in this future: poll it to completion rather
+    /// than dropping it (keep it across `select!` turns).
     pub async fn next_push(&self) -> Push {
         let shutdown = &self.server.shared.registry.shutdown;
         loop {
