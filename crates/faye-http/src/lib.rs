@@ -33,6 +33,8 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use tokio_util::task::TaskTracker;
 
+mod cors;
+mod event_source;
 mod long_poll;
 mod serve;
 mod websocket;
@@ -49,6 +51,7 @@ pub struct FayeOptions {
     max_request_bytes: usize,
     max_batch: usize,
     ping: Option<Duration>,
+    allowed_origins: Option<Vec<String>>,
 }
 
 impl Default for FayeOptions {
@@ -58,6 +61,7 @@ impl Default for FayeOptions {
             max_request_bytes: 1 << 20,
             max_batch: 1000,
             ping: None,
+            allowed_origins: None,
         }
     }
 }
@@ -93,6 +97,19 @@ impl FayeOptions {
     /// Sends a WebSocket ping at this interval (Faye's `ping`; default none).
     pub fn ping(mut self, every: Option<Duration>) -> Self {
         self.ping = every.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Origins allowed to make cross-origin requests (with credentials). By default,
+    /// as in Faye, any origin is reflected; with a list, other origins get no CORS
+    /// headers and the browser refuses them. Origins are compared exactly, e.g.
+    /// `https://app.example.com`.
+    pub fn allowed_origins<I, S>(mut self, origins: Option<I>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_origins = origins.map(|o| o.into_iter().map(Into::into).collect());
         self
     }
 
@@ -170,8 +187,14 @@ impl<E: Engine> FayeService<E> {
             let hint = format!("Sure you're not looking for {} ?", opts.mount);
             return text(StatusCode::NOT_FOUND, hint);
         }
+        if cors::is_preflight(req.method(), req.headers()) {
+            return cors::preflight(opts, req.headers());
+        }
         if websocket::is_upgrade(&req) {
             return websocket::upgrade(self, req);
+        }
+        if event_source::is_event_source(&req) {
+            return event_source::open(&self, req).await;
         }
         match *req.method() {
             Method::POST => long_poll::post(&self, req).await,

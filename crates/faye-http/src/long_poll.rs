@@ -8,6 +8,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
+use crate::cors::allow_origin;
 use crate::{FayeBody, FayeService, bad_request, full, text};
 
 const DEFAULT_CALLBACK: &str = "jsonpcallback";
@@ -73,7 +74,12 @@ impl<E: Engine> FayeService<E> {
     }
 }
 
-fn common_headers(res: &mut Response<FayeBody>, request: &HeaderMap, content_type: &'static str) {
+fn common_headers<E: Engine>(
+    svc: &FayeService<E>,
+    res: &mut Response<FayeBody>,
+    request: &HeaderMap,
+    content_type: &'static str,
+) {
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
@@ -84,13 +90,7 @@ fn common_headers(res: &mut Response<FayeBody>, request: &HeaderMap, content_typ
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if let Some(origin) = request.get(header::ORIGIN) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-    }
+    allow_origin(&svc.shared.options, request, h);
 }
 
 /// POST: `application/json` bodies are the message; anything else is a form with
@@ -142,7 +142,12 @@ where
         Err(refused) => return refused.response(),
     };
     let mut res = Response::new(full(svc.run(batch).await));
-    common_headers(&mut res, &parts.headers, "application/json; charset=utf-8");
+    common_headers(
+        svc,
+        &mut res,
+        &parts.headers,
+        "application/json; charset=utf-8",
+    );
     res
 }
 
@@ -167,7 +172,12 @@ pub(crate) async fn get<E: Engine, B>(svc: &FayeService<E>, req: Request<B>) -> 
     let json = svc.run(batch).await;
     let json = escape_jsonp(std::str::from_utf8(&json).unwrap_or("[]"));
     let mut res = Response::new(full(format!("/**/{callback}({json});")));
-    common_headers(&mut res, req.headers(), "text/javascript; charset=utf-8");
+    common_headers(
+        svc,
+        &mut res,
+        req.headers(),
+        "text/javascript; charset=utf-8",
+    );
     res.headers_mut().insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("attachment; filename=f.txt"),

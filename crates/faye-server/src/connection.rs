@@ -18,14 +18,17 @@ pub(crate) struct Connection {
     pub(crate) ended: CancellationToken,
     /// Set before `ended` is cancelled when the client itself is gone.
     closed: Mutex<bool>,
+    /// A persistent socket (WebSocket, EventSource) rather than a held request.
+    pub(crate) socket: bool,
 }
 
 impl Connection {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(socket: bool) -> Arc<Self> {
         Arc::new(Self {
             mail: Notify::new(),
             ended: CancellationToken::new(),
             closed: Mutex::new(false),
+            socket,
         })
     }
 
@@ -59,6 +62,14 @@ impl Registry {
         if let Some(old) = self.conns.pin().insert(client, conn) {
             old.end(false);
         }
+    }
+
+    /// Whether `client` is bound to a socket.
+    pub(crate) fn has_socket(&self, client: &ClientId) -> bool {
+        self.conns
+            .pin()
+            .get(client)
+            .is_some_and(|c| c.socket && !c.ended.is_cancelled())
     }
 
     /// Removes the binding if it is still `conn` (a newer one may have replaced it).

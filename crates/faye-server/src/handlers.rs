@@ -180,6 +180,9 @@ impl<E: Engine> Server<E> {
                 self.hold(&conn, hold).await;
                 Vec::new()
             }
+            // An EventSource client's connects only ping: its messages go down its
+            // stream, which this request must not take over.
+            None if eventsource && self.shared.registry.has_socket(&client) => Vec::new(),
             None => self.poll(client, hold).await,
         };
         reply.advice = Some(self.advice(&reply, eventsource));
@@ -217,7 +220,7 @@ impl<E: Engine> Server<E> {
     /// same client replaces this one.
     async fn poll(&self, client: ClientId, hold: Duration) -> Vec<Reply> {
         let registry = &self.shared.registry;
-        let conn = Connection::new();
+        let conn = Connection::new(false);
         registry.bind(client, conn.clone());
         let _guard = BindingGuard {
             registry,

@@ -56,12 +56,31 @@ impl<E: Engine> Socket<E> {
             }
             registry.unbind(bound, conn);
         }
-        let conn = Connection::new();
+        let conn = Connection::new(true);
         registry.bind(client, conn.clone());
         *binding = Some((client, conn.clone()));
         drop(binding);
         self.rebound.notify_one();
         conn
+    }
+
+    /// Binds the socket to `client` if the client exists (EventSource, whose URL
+    /// names the client). Returns whether it was bound.
+    pub async fn attach(&self, client: &str) -> bool {
+        let Some(id) = ClientId::parse(client) else {
+            return false;
+        };
+        match self.server.engine().client_exists(&id).await {
+            Ok(true) => {
+                self.bind(id);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "engine failed");
+                false
+            }
+        }
     }
 
     /// The client this socket is bound to, if any.
