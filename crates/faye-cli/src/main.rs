@@ -47,6 +47,14 @@ struct ServeArgs {
     /// Largest request body or WebSocket message, in bytes.
     #[arg(long, env = "FAYE_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
     max_request_bytes: usize,
+    /// A browser client to serve at <mount>/client.js and <mount>.js, e.g. npm faye's
+    /// client/faye-browser-min.js.
+    #[arg(long, env = "FAYE_CLIENT_JS")]
+    client_js: Option<std::path::PathBuf>,
+    /// Origins allowed to make cross-origin requests, comma-separated (default: any,
+    /// as Faye).
+    #[arg(long, env = "FAYE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
     /// Most messages in one request.
     #[arg(long, env = "FAYE_MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
@@ -77,11 +85,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         MemoryEngine::new(),
         ServerOptions::default().timeout(timeout),
     );
-    let options = FayeOptions::default()
+    let mut options = FayeOptions::default()
         .mount(args.mount)
+        .allowed_origins(args.allowed_origins)
         .ping(ping)
         .max_request_bytes(args.max_request_bytes)
         .max_batch(args.max_batch);
+    if let Some(path) = &args.client_js {
+        let script =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        options = options.client_script(script);
+    }
     let mount = options.get_mount().to_owned();
     let faye = FayeService::new(server, options);
 

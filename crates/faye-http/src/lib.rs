@@ -33,12 +33,15 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use tokio_util::task::TaskTracker;
 
+mod assets;
 mod cors;
 mod event_source;
+mod layer;
 mod long_poll;
 mod serve;
 mod websocket;
 
+pub use layer::{Attached, FayeLayer};
 pub use serve::serve;
 
 /// The body of every response this crate writes.
@@ -52,6 +55,7 @@ pub struct FayeOptions {
     max_batch: usize,
     ping: Option<Duration>,
     allowed_origins: Option<Vec<String>>,
+    client_script: Option<assets::ClientScript>,
 }
 
 impl Default for FayeOptions {
@@ -62,6 +66,7 @@ impl Default for FayeOptions {
             max_batch: 1000,
             ping: None,
             allowed_origins: None,
+            client_script: None,
         }
     }
 }
@@ -110,6 +115,14 @@ impl FayeOptions {
         S: Into<String>,
     {
         self.allowed_origins = origins.map(|o| o.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The browser client served at `<mount>/client.js` and `<mount>.js` (for
+    /// example npm `faye`'s `client/faye-browser-min.js`). Without one those paths
+    /// answer 404 with a reason.
+    pub fn client_script(mut self, script: impl Into<Bytes>) -> Self {
+        self.client_script = Some(assets::ClientScript::new(script.into()));
         self
     }
 
@@ -186,6 +199,9 @@ impl<E: Engine> FayeService<E> {
         if !opts.matches(req.uri().path()) {
             let hint = format!("Sure you're not looking for {} ?", opts.mount);
             return text(StatusCode::NOT_FOUND, hint);
+        }
+        if assets::is_asset(req.uri().path()) {
+            return assets::serve(opts, req.uri().path(), req.headers());
         }
         if cors::is_preflight(req.method(), req.headers()) {
             return cors::preflight(opts, req.headers());
