@@ -1,0 +1,181 @@
+// Helpers for the interop tests: run `faye serve`, bounded waits, and an
+// instrumented official faye@1.4.3 Node client.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import faye from 'faye';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+// The server binary: $FAYE_BIN, else <repo>/target/debug/faye.
+export const FAYE_BIN = process.env.FAYE_BIN
+  ? path.resolve(process.env.FAYE_BIN)
+  : path.resolve(here, '..', 'target', 'debug', 'faye');
+
+// The Faye client honours http_proxy/https_proxy (and ignores no_proxy), which
+// would send our 127.0.0.1 traffic to a proxy. The tests only talk to localhost.
+for (const name of ['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY']) {
+  delete process.env[name];
+}
+
+export const SERVER_TIMEOUT = 2; // seconds a /meta/connect is held (`--timeout`)
+const LISTENING = /^faye-rs listening on (http:\/\/127\.0\.0\.1:(\d+)\/bayeux)$/;
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Polls `predicate` until it returns something truthy (which is returned);
+// rejects after `ms` milliseconds.
+export async function waitFor(predicate, ms = 5000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = predicate();
+    if (value) return value;
+    if (Date.now() >= deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+// Awaits a thenable (Faye Subscription / Publication, or a promise) for at most
+// `ms` milliseconds. Never pass a faye.Client here: it is a thenable that may
+// never settle.
+export function bounded(thenable, ms = 5000, what = 'promise') {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  const settled = new Promise((resolve, reject) => thenable.then(resolve, reject));
+  return Promise.race([settled, timeout]).finally(() => clearTimeout(timer));
+}
+
+// Starts `faye serve` and resolves once it printed its listening line.
+// Returns { url, port, proc, stderr(), stop() }.
+export async function startServer({ port = 0, timeout = SERVER_TIMEOUT } = {}) {
+  // Restarting on the same port: retry briefly if the port is not free yet.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await spawnServer(port, timeout);
+    } catch (error) {
+      if (port === 0 || attempt >= 5) throw error;
+      await sleep(300);
+    }
+  }
+}
+
+// Servers still running when this process exits are killed.
+const live = new Set();
+process.on('exit', () => { for (const proc of live) proc.kill('SIGKILL'); });
+
+function spawnServer(port, timeout) {
+  const args = ['serve', '--host', '127.0.0.1', '--port', String(port),
+    '--mount', '/bayeux', '--timeout', String(timeout)];
+  const proc = spawn(FAYE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  proc.stderr.setEncoding('utf8');
+  proc.stderr.on('data', (chunk) => { stderr = (stderr + chunk).slice(-20000); });
+  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve([code, signal])));
+  live.add(proc);
+  exited.then(() => live.delete(proc));
+
+  const stop = async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      return { code: proc.exitCode, signal: proc.signalCode };
+    }
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+    const [code, signal] = await exited;
+    clearTimeout(timer);
+    return { code, signal };
+  };
+
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    let settled = false;
+    const fail = (why) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      proc.kill('SIGKILL');
+      reject(new Error(`${FAYE_BIN} ${args.join(' ')}: ${why}\nstdout: ${stdout}\nstderr: ${stderr}`));
+    };
+    const onExit = (code, signal) => fail(`exited early (code ${code}, signal ${signal})`);
+    const timer = setTimeout(() => fail('no listening line within 10 s'), 10000);
+    proc.on('error', (error) => fail(`could not start: ${error.message}`));
+    proc.on('exit', onExit);
+    proc.stdout.setEncoding('utf8');
+    proc.stdout.on('data', (chunk) => {
+      if (settled) return;
+      stdout += chunk;
+      if (!stdout.includes('\n')) return;
+      const line = stdout.split('\n')[0];
+      const match = LISTENING.exec(line);
+      if (!match) return fail(`unexpected first line ${JSON.stringify(line)}`);
+      settled = true;
+      clearTimeout(timer);
+      proc.removeListener('exit', onExit);
+      resolve({ url: match[1], port: Number(match[2]), proc, stop, stderr: () => stderr });
+    });
+  });
+}
+
+// An official Faye client for `url`, restricted to `transport`
+// ('websocket' or 'long-polling'), instrumented with extensions that record
+// every message it sends and receives. Returns a plain (non-thenable) object:
+//   client    the faye.Client
+//   incoming  [{ message, transport }]: every message received, deep-copied as it
+//             came off the wire, with the connection type in use at that moment
+//   outgoing  every message sent (deep copies)
+//   events    ['transport:up:<type>' | 'transport:down:<type>', ...]
+//   deliveries(channel)  raw incoming deliveries (messages with `data`) on `channel`
+//   close()   disconnect (bounded) and drop the transport
+export function makeClient(url, transport, options = {}) {
+  const client = new faye.Client(url, { retry: 1, timeout: 5, ...options });
+  if (transport === 'long-polling') client.disable('websocket');
+  else if (transport !== 'websocket') throw new Error(`unknown transport ${transport}`);
+
+  const connectionType = () => client._dispatcher.connectionType;
+  const incoming = [];
+  const outgoing = [];
+  const events = [];
+  const copy = (message) => JSON.parse(JSON.stringify(message));
+
+  client.addExtension({
+    incoming(message, callback) {
+      incoming.push({ message: copy(message), transport: connectionType() });
+      callback(message);
+    },
+    outgoing(message, callback) {
+      outgoing.push(copy(message));
+      callback(message);
+    },
+  });
+  client.on('transport:up', () => events.push(`transport:up:${connectionType()}`));
+  client.on('transport:down', () => events.push(`transport:down:${connectionType()}`));
+
+  return {
+    client,
+    incoming,
+    outgoing,
+    events,
+    clientId: () => client._dispatcher.clientId,
+    connectionType,
+    deliveries: (channel) => incoming.filter(
+      ({ message }) => message.channel === channel && message.data !== undefined),
+    async close() {
+      const disconnecting = client.disconnect(); // undefined unless connected
+      if (disconnecting) await bounded(disconnecting, 2000, 'disconnect').catch(() => {});
+      client._state = client.DISCONNECTED; // stop any reconnect loop
+      client._dispatcher.close();
+    },
+  };
+}
+
+// POSTs a raw Bayeux message batch as JSON; resolves { status, body }.
+export async function postBayeux(url, messages) {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(messages),
+    signal: AbortSignal.timeout(5000),
+  });
+  return { status: response.status, body: await response.json() };
+}
