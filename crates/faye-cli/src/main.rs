@@ -11,11 +11,7 @@ use faye_server::{Server, ServerOptions};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(
-    name = "faye",
-    version,
-    about = "A Faye-compatible Bayeux pub/sub server"
-)]
+#[command(name = "faye", version, about = "A Faye-compatible Bayeux pub/sub server")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,10 +78,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let timeout = seconds(args.timeout, "timeout")?;
     let ping = args.ping.map(|p| seconds(p, "ping")).transpose()?;
-    let server = Server::new(
-        MemoryEngine::new(),
-        ServerOptions::default().timeout(timeout),
-    );
+    let server = Server::new(MemoryEngine::new(), ServerOptions::default().timeout(timeout));
     let mut options = FayeOptions::default()
         .mount(args.mount)
         .allowed_origins(args.allowed_origins)

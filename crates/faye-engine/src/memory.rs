@@ -182,21 +182,11 @@ impl Engine for MemoryEngine {
         let id = loop {
             let id = generate_client_id();
             // 160 random bits never collide in practice; regenerate if they do.
-            if self
-                .inner
-                .clients
-                .pin()
-                .try_insert(id, entry.clone())
-                .is_ok()
-            {
+            if self.inner.clients.pin().try_insert(id, entry.clone()).is_ok() {
                 break id;
             }
         };
-        let task = tokio::spawn(reap(
-            Arc::downgrade(&self.inner),
-            Arc::downgrade(&entry),
-            id,
-        ));
+        let task = tokio::spawn(reap(Arc::downgrade(&self.inner), Arc::downgrade(&entry), id));
         lock(&entry.state).reaper = Some(task.abort_handle());
         self.inner.emit(EngineEvent::Handshake(id));
         Ok(id)
@@ -232,8 +222,7 @@ impl Engine for MemoryEngine {
             self.inner.add_subscriber(channel, *client);
             st.channels.insert(channel.to_owned());
         }
-        self.inner
-            .emit(EngineEvent::Subscribe(*client, channel.to_owned()));
+        self.inner.emit(EngineEvent::Subscribe(*client, channel.to_owned()));
         Ok(true)
     }
 
@@ -248,8 +237,7 @@ impl Engine for MemoryEngine {
             }
             self.inner.remove_subscriber(channel, client);
         }
-        self.inner
-            .emit(EngineEvent::Unsubscribe(*client, channel.to_owned()));
+        self.inner.emit(EngineEvent::Unsubscribe(*client, channel.to_owned()));
         Ok(true)
     }
 

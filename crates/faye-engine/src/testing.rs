@@ -49,10 +49,7 @@ impl EngineListener for Recorder {
 /// Starts `engine` with a [`Recorder`] and [`TIMEOUT`].
 pub fn start<E: Engine>(engine: E) -> (E, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
-    engine.start(EngineContext {
-        listener: rec.clone(),
-        timeout: TIMEOUT,
-    });
+    engine.start(EngineContext { listener: rec.clone(), timeout: TIMEOUT });
     (engine, rec)
 }
 
@@ -78,17 +75,10 @@ pub async fn creates_unique_base36_clients<E: Engine>(engine: E) {
     assert_ne!(a, b);
     for id in [a, b] {
         assert_eq!(id.as_str().len(), 31);
-        assert!(
-            id.as_str()
-                .bytes()
-                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
-        );
+        assert!(id.as_str().bytes().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
         assert!(engine.client_exists(&id).await.unwrap());
     }
-    assert_eq!(
-        rec.events(),
-        [EngineEvent::Handshake(a), EngineEvent::Handshake(b)]
-    );
+    assert_eq!(rec.events(), [EngineEvent::Handshake(a), EngineEvent::Handshake(b)]);
     let unknown = ClientId::from_random_bytes([7; 20]);
     assert!(!engine.client_exists(&unknown).await.unwrap());
     engine.shutdown().await;
@@ -103,22 +93,13 @@ pub async fn expires_two_timeouts_after_the_last_ping<E: Engine>(engine: E) {
     sleep(Duration::from_millis(450)).await;
     engine.ping(&b).await.unwrap();
     sleep(Duration::from_millis(250)).await; // t = 700 ms
-    assert!(
-        !engine.client_exists(&a).await.unwrap(),
-        "a expired at 600 ms"
-    );
-    assert!(
-        engine.client_exists(&b).await.unwrap(),
-        "b was pinged at 450 ms"
-    );
+    assert!(!engine.client_exists(&a).await.unwrap(), "a expired at 600 ms");
+    assert!(engine.client_exists(&b).await.unwrap(), "b was pinged at 450 ms");
     assert!(rec.events().contains(&EngineEvent::Disconnect(a)));
     sleep(Duration::from_millis(200)).await; // t = 900 ms
     assert!(engine.client_exists(&b).await.unwrap());
     sleep(Duration::from_millis(450)).await; // t = 1350 ms
-    assert!(
-        !engine.client_exists(&b).await.unwrap(),
-        "b expired at 1050 ms"
-    );
+    assert!(!engine.client_exists(&b).await.unwrap(), "b expired at 1050 ms");
     engine.shutdown().await;
 }
 
@@ -181,18 +162,11 @@ pub async fn publish_routes_by_name_and_wildcards<E: Engine>(engine: E) {
         ("/nobody/listens/here", &["/**"]),
     ];
     for (published, expected) in cases {
-        engine
-            .publish(published, msg(published, "1"))
-            .await
-            .unwrap();
+        engine.publish(published, msg(published, "1")).await.unwrap();
         for (channel, id) in &ids {
             let got = queue_of(&engine, id).await;
             let want = usize::from(expected.contains(channel));
-            assert_eq!(
-                got.len(),
-                want,
-                "publish {published}, subscriber of {channel}"
-            );
+            assert_eq!(got.len(), want, "publish {published}, subscriber of {channel}");
         }
     }
     engine.shutdown().await;
@@ -208,20 +182,11 @@ pub async fn delivers_once_per_client_per_publish<E: Engine>(engine: E) {
         engine.subscribe(&id, channel).await.unwrap();
     }
     engine.subscribe(&other, "/a/b").await.unwrap();
-    engine
-        .publish("/a/b", msg("/a/b", r#""first""#))
-        .await
-        .unwrap();
-    engine
-        .publish("/a/b", msg("/a/b", r#""ünïcödé ✓""#))
-        .await
-        .unwrap();
+    engine.publish("/a/b", msg("/a/b", r#""first""#)).await.unwrap();
+    engine.publish("/a/b", msg("/a/b", r#""ünïcödé ✓""#)).await.unwrap();
     assert_eq!(
         queue_of(&engine, &id).await,
-        [
-            r#"{"channel":"/a/b","data":"first"}"#,
-            r#"{"channel":"/a/b","data":"ünïcödé ✓"}"#
-        ]
+        [r#"{"channel":"/a/b","data":"first"}"#, r#"{"channel":"/a/b","data":"ünïcödé ✓"}"#]
     );
     assert_eq!(queue_of(&engine, &other).await.len(), 2);
     assert!(queue_of(&engine, &id).await.is_empty(), "take_queue drains");

@@ -50,16 +50,11 @@ pub(crate) fn app(client_js: Option<Vec<u8>>) -> (Router, FayeService<MemoryEngi
 #[tokio::main]
 #[allow(dead_code)]
 async fn main() -> anyhow::Result<()> {
-    let client_js = std::env::var_os("FAYE_CLIENT_JS")
-        .map(std::fs::read)
-        .transpose()?;
+    let client_js = std::env::var_os("FAYE_CLIENT_JS").map(std::fs::read).transpose()?;
     let (router, faye) = app(client_js);
     let port = std::env::var("PORT").unwrap_or_else(|_| "8000".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
-    println!(
-        "app on http://{}/ with Faye at {FAYE_PATH}",
-        listener.local_addr()?
-    );
+    println!("app on http://{}/ with Faye at {FAYE_PATH}", listener.local_addr()?);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;

@@ -68,10 +68,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, service: Attached<M
 #[allow(dead_code)]
 async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-    println!(
-        "app on http://{}/ with Faye at /faye",
-        listener.local_addr()?
-    );
+    println!("app on http://{}/ with Faye at /faye", listener.local_addr()?);
     serve(listener, attached()).await;
     Ok(())
 }

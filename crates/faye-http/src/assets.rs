@@ -57,10 +57,7 @@ pub(crate) fn serve(opts: &FayeOptions, path: &str, headers: &HeaderMap) -> Resp
     }
     let mut res = Response::new(full(script.body.clone()));
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/javascript; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
     h.insert(header::ETAG, script.etag.clone());
     res
 }

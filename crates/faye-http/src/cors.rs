@@ -19,9 +19,7 @@ impl FayeOptions {
 /// Faye treats `OPTIONS`, and any request announcing a POST preflight, as a preflight.
 pub(crate) fn is_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
     method == http::Method::OPTIONS
-        || headers
-            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
-            .is_some_and(|m| m == "POST")
+        || headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).is_some_and(|m| m == "POST")
 }
 
 /// Faye's preflight reply: 200, empty body, the origin (else the referrer, else `*`).
@@ -34,42 +32,24 @@ pub(crate) fn preflight(opts: &FayeOptions, headers: &HeaderMap) -> Response<Fay
         Some(origin) if opts.origin_allowed(origin) => origin.clone(),
         Some(_) => return res,
         None if opts.allowed_origins.is_some() => return res,
-        None => headers
-            .get(header::REFERER)
-            .cloned()
-            .unwrap_or(HeaderValue::from_static("*")),
+        None => headers.get(header::REFERER).cloned().unwrap_or(HeaderValue::from_static("*")),
     };
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("Accept, Authorization, Content-Type, Pragma, X-Requested-With"),
     );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, GET"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, GET"));
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     res
 }
 
 /// On actual requests: reflect an allowed `Origin` with credentials.
 pub(crate) fn allow_origin(opts: &FayeOptions, request: &HeaderMap, response: &mut HeaderMap) {
     response.insert(header::VARY, HeaderValue::from_static("Origin"));
-    if let Some(origin) = request
-        .get(header::ORIGIN)
-        .filter(|o| opts.origin_allowed(o))
-    {
+    if let Some(origin) = request.get(header::ORIGIN).filter(|o| opts.origin_allowed(o)) {
         response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        response.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
+        response.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
     }
 }

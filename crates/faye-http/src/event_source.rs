@@ -12,7 +12,9 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 
-use crate::{FayeBody, FayeService, text};
+use std::sync::Arc;
+
+use crate::{FayeBody, FayeService, request_info, text};
 
 /// faye-websocket's keep-alive interval when `ping` is not set.
 const DEFAULT_PING: Duration = Duration::from_secs(10);
@@ -35,9 +37,10 @@ pub(crate) async fn open<E: Engine, B>(
     svc: &FayeService<E>,
     req: Request<B>,
 ) -> Response<FayeBody> {
-    let client = req.uri().path().rsplit('/').next().unwrap_or("");
-    let socket = svc.server().socket();
-    if !socket.attach(client).await {
+    let client = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+    let request = request_info(req.into_parts().0, "eventsource");
+    let socket = svc.server().socket(Some(Arc::unwrap_or_clone(request)));
+    if !socket.attach(&client).await {
         return text(StatusCode::NOT_FOUND, "Unknown client");
     }
     let (tx, rx) = mpsc::channel::<Bytes>(8);
@@ -48,14 +51,8 @@ pub(crate) async fn open<E: Engine, B>(
     });
     let mut res = Response::new(StreamBody::new(frames).boxed());
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
     res
 }
 
@@ -72,11 +69,7 @@ fn event(messages: &[Bytes]) -> Bytes {
 /// Writes the stream until the session ends, the server shuts down, or the
 /// browser goes away (the receiver is dropped).
 async fn pump<E: Engine>(socket: Socket<E>, tx: mpsc::Sender<Bytes>, ping: Duration) {
-    if tx
-        .send(Bytes::from_static(b"retry: 5000\r\n\r\n"))
-        .await
-        .is_err()
-    {
+    if tx.send(Bytes::from_static(b"retry: 5000\r\n\r\n")).await.is_err() {
         return;
     }
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + ping, ping);

@@ -36,10 +36,7 @@ impl<E: Engine, S> tower_layer::Layer<S> for FayeLayer<E> {
     type Service = Attached<E, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Attached {
-            faye: self.faye.clone(),
-            inner,
-        }
+        Attached { faye: self.faye.clone(), inner }
     }
 }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use faye_engine::Engine;
-use faye_server::Server;
+use faye_server::{RequestInfo, Server};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use tokio_util::task::TaskTracker;
@@ -43,6 +43,23 @@ mod websocket;
 
 pub use layer::{Attached, FayeLayer};
 pub use serve::serve;
+
+/// The peer's address. [`serve`] adds it to each request's extensions; an app
+/// serving [`FayeService`] itself may add it too, and extensions then see it in
+/// [`RequestInfo::remote_addr`](faye_server::RequestInfo).
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
+/// What extensions get to know about a request.
+fn request_info(parts: http::request::Parts, transport: &'static str) -> Arc<RequestInfo> {
+    Arc::new(RequestInfo {
+        transport,
+        remote_addr: parts.extensions.get::<RemoteAddr>().map(|a| a.0),
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+    })
+}
 
 /// The body of every response this crate writes.
 pub type FayeBody = BoxBody<Bytes, Infallible>;
@@ -77,11 +94,7 @@ impl FayeOptions {
     pub fn mount(mut self, mount: impl Into<String>) -> Self {
         let mount: String = mount.into();
         let trimmed = mount.trim_end_matches('/');
-        self.mount = if trimmed.is_empty() {
-            "/".into()
-        } else {
-            trimmed.to_owned()
-        };
+        self.mount = if trimmed.is_empty() { "/".into() } else { trimmed.to_owned() };
         self
     }
 
@@ -158,22 +171,14 @@ struct Shared<E: Engine> {
 
 impl<E: Engine> Clone for FayeService<E> {
     fn clone(&self) -> Self {
-        Self {
-            shared: self.shared.clone(),
-        }
+        Self { shared: self.shared.clone() }
     }
 }
 
 impl<E: Engine> FayeService<E> {
     /// Serves `server` with `options`.
     pub fn new(server: Server<E>, options: FayeOptions) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                server,
-                options,
-                sockets: TaskTracker::new(),
-            }),
-        }
+        Self { shared: Arc::new(Shared { server, options, sockets: TaskTracker::new() }) }
     }
 
     /// The Bayeux server behind the endpoint.

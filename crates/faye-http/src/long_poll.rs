@@ -3,13 +3,15 @@
 
 use faye_engine::Engine;
 use faye_protocol::{Message, decode_batch, escape_jsonp};
-use faye_server::{Context, encode_replies};
+use std::sync::Arc;
+
+use faye_server::{Context, RequestInfo, encode_replies};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::cors::allow_origin;
-use crate::{FayeBody, FayeService, bad_request, full, text};
+use crate::{FayeBody, FayeService, bad_request, full, request_info, text};
 
 const DEFAULT_CALLBACK: &str = "jsonpcallback";
 
@@ -33,9 +35,7 @@ fn valid_callback(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|part| {
             let mut chars = part.chars();
-            chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
         })
 }
@@ -69,8 +69,9 @@ impl<E: Engine> FayeService<E> {
         Ok(batch)
     }
 
-    async fn run(&self, batch: Vec<Message>) -> bytes::Bytes {
-        encode_replies(&self.shared.server.process(batch, &Context::default()).await)
+    async fn run(&self, batch: Vec<Message>, request: &Arc<RequestInfo>) -> bytes::Bytes {
+        let ctx = Context::remote(request.clone());
+        encode_replies(&self.shared.server.process(batch, &ctx).await)
     }
 }
 
@@ -82,14 +83,8 @@ fn common_headers<E: Engine>(
 ) {
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-store"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     allow_origin(&svc.shared.options, request, h);
 }
 
@@ -111,16 +106,9 @@ where
         }
         Err(_) => return bad_request(),
     };
-    let json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/json")
+    let json =
+        parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json")
         });
     let (message, jsonp) = if json {
         match std::str::from_utf8(&body) {
@@ -141,13 +129,9 @@ where
         Ok(batch) => batch,
         Err(refused) => return refused.response(),
     };
-    let mut res = Response::new(full(svc.run(batch).await));
-    common_headers(
-        svc,
-        &mut res,
-        &parts.headers,
-        "application/json; charset=utf-8",
-    );
+    let request = request_info(parts, "long-polling");
+    let mut res = Response::new(full(svc.run(batch, &request).await));
+    common_headers(svc, &mut res, &request.headers, "application/json; charset=utf-8");
     res
 }
 
@@ -169,15 +153,11 @@ pub(crate) async fn get<E: Engine, B>(svc: &FayeService<E>, req: Request<B>) -> 
         Ok(batch) => batch,
         Err(refused) => return refused.response(),
     };
-    let json = svc.run(batch).await;
+    let request = request_info(req.into_parts().0, "callback-polling");
+    let json = svc.run(batch, &request).await;
     let json = escape_jsonp(std::str::from_utf8(&json).unwrap_or("[]"));
     let mut res = Response::new(full(format!("/**/{callback}({json});")));
-    common_headers(
-        svc,
-        &mut res,
-        req.headers(),
-        "text/javascript; charset=utf-8",
-    );
+    common_headers(svc, &mut res, &request.headers, "text/javascript; charset=utf-8");
     res.headers_mut().insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("attachment; filename=f.txt"),

@@ -10,7 +10,39 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::FayeService;
+use crate::{FayeService, RemoteAddr};
+
+/// Adds the peer's address to each request of one connection.
+struct WithPeer<E: Engine> {
+    faye: FayeService<E>,
+    peer: std::net::SocketAddr,
+}
+
+impl<E: Engine> Clone for WithPeer<E> {
+    fn clone(&self) -> Self {
+        Self { faye: self.faye.clone(), peer: self.peer }
+    }
+}
+
+impl<E: Engine> tower_service::Service<http::Request<hyper::body::Incoming>> for WithPeer<E> {
+    type Response =
+        <FayeService<E> as tower_service::Service<http::Request<hyper::body::Incoming>>>::Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        <FayeService<E> as tower_service::Service<http::Request<hyper::body::Incoming>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut().insert(RemoteAddr(self.peer));
+        self.faye.call(req)
+    }
+}
 
 /// Serves `faye` on `listener` (HTTP/1.1 and HTTP/2, with WebSocket upgrades) until
 /// `signal` completes, then shuts down: held connects are answered, sockets are
@@ -24,9 +56,9 @@ pub async fn serve<E: Engine>(
     let graceful = GracefulShutdown::new();
     let mut signal = std::pin::pin!(signal);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, say: back off rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -37,7 +69,7 @@ pub async fn serve<E: Engine>(
             _ = &mut signal => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(faye.clone());
+        let service = TowerToHyperService::new(WithPeer { faye: faye.clone(), peer });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {

@@ -18,7 +18,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 
-use crate::{FayeBody, FayeService, bad_request, full};
+use std::sync::Arc;
+
+use faye_server::RequestInfo;
+
+use crate::{FayeBody, FayeService, bad_request, full, request_info};
 
 fn header_has(req: &Request<impl Sized>, name: header::HeaderName, token: &str) -> bool {
     req.headers()
@@ -40,18 +44,14 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
     mut req: Request<B>,
 ) -> Response<FayeBody> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
-    let version_ok = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v == "13");
-    let (Some(key), true, true) = (
-        key,
-        version_ok,
-        header_has(&req, header::CONNECTION, "upgrade"),
-    ) else {
+    let version_ok = req.headers().get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let (Some(key), true, true) =
+        (key, version_ok, header_has(&req, header::CONNECTION, "upgrade"))
+    else {
         return bad_request();
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let request = request_info(req.into_parts().0, "websocket");
     let tracker = svc.shared.sockets.clone();
     tracker.spawn(async move {
         match on_upgrade.await {
@@ -66,7 +66,7 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
                     .max_frame_size(Some(opts.max_request_bytes));
                 let io = TokioIo::new(upgraded);
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                run(&svc, ws).await;
+                run(&svc, ws, request).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
@@ -97,13 +97,13 @@ async fn tick(ping: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn run<E, S>(svc: &FayeService<E>, ws: WebSocketStream<S>)
+async fn run<E, S>(svc: &FayeService<E>, ws: WebSocketStream<S>, request: Arc<RequestInfo>)
 where
     E: Engine,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let server = svc.server();
-    let socket = server.socket();
+    let socket = server.socket(Some(Arc::unwrap_or_clone(request)));
     let max_batch = svc.shared.options.max_batch;
     let (mut sink, mut stream) = ws.split();
     let mut pending = FuturesUnordered::new();
@@ -120,10 +120,7 @@ where
     let mut push = std::pin::pin!(socket.next_push());
     let close: Option<CloseFrame> = loop {
         if closing && pending.is_empty() {
-            break Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            });
+            break Some(CloseFrame { code: CloseCode::Normal, reason: "".into() });
         }
         let out = tokio::select! {
             frame = stream.next(), if !closing => match frame {
@@ -134,7 +131,7 @@ where
                             break Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });
                         }
                         Ok(batch) => {
-                            let ctx = Context { socket: Some(&socket) };
+                            let ctx = Context::on_socket(&socket);
                             pending.push(async move {
                                 encode_replies(&server.process(batch, &ctx).await)
                             });
@@ -174,10 +171,8 @@ where
         }
     };
     if let Some(frame) = close {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            sink.send(WsMessage::Close(Some(frame))),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), sink.send(WsMessage::Close(Some(frame))))
+                .await;
     }
 }

@@ -26,17 +26,11 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, S
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await.unwrap().unwrap();
     let raw = String::from_utf8(raw).unwrap();
     let status = raw[9..12].parse().unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
         body.to_owned()
@@ -74,12 +68,8 @@ async fn round_trip(addr: SocketAddr, path: &str) {
     )
     .await;
     assert_eq!(sub[0]["successful"], true);
-    let publish = bayeux(
-        addr,
-        path,
-        json!({"channel":"/news","data":{"headline":"embedded"}}),
-    )
-    .await;
+    let publish =
+        bayeux(addr, path, json!({"channel":"/news","data":{"headline":"embedded"}})).await;
     assert_eq!(publish[0]["successful"], true);
     let connect = bayeux(
         addr,
@@ -87,10 +77,7 @@ async fn round_trip(addr: SocketAddr, path: &str) {
         json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}),
     )
     .await;
-    assert_eq!(
-        connect[1],
-        json!({"channel":"/news","data":{"headline":"embedded"}})
-    );
+    assert_eq!(connect[1], json!({"channel":"/news","data":{"headline":"embedded"}}));
 }
 
 #[tokio::test]
@@ -114,11 +101,7 @@ async fn the_axum_app_serves_its_pages_and_faye_under_a_sub_path() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let hs = json!([{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}]);
     ws.send(Message::text(hs.to_string())).await.unwrap();
-    let reply = timeout(Duration::from_secs(5), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let reply = timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
     let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
     assert_eq!(reply[0]["successful"], true);
 }
@@ -132,10 +115,7 @@ async fn faye_attached_to_a_hyper_app_leaves_other_paths_to_the_app() {
     let (status, body) = http(addr, "GET", "/", "").await;
     assert_eq!((status, body.as_str()), (200, "hello from the app at /"));
     let (_, body) = http(addr, "GET", "/fayes", "").await;
-    assert_eq!(
-        body, "hello from the app at /fayes",
-        "only the mount and below belong to Faye"
-    );
+    assert_eq!(body, "hello from the app at /fayes", "only the mount and below belong to Faye");
     round_trip(addr, "/faye").await;
     round_trip(addr, "/faye/").await;
 }

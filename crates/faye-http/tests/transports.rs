@@ -22,18 +22,12 @@ struct Reply {
 
 /// Starts a server; returns its address and the handle to shut it down.
 async fn start(options: FayeOptions) -> (SocketAddr, FayeService<MemoryEngine>) {
-    let server = Server::new(
-        MemoryEngine::new(),
-        ServerOptions::default().timeout(Duration::from_secs(2)),
-    );
+    let server =
+        Server::new(MemoryEngine::new(), ServerOptions::default().timeout(Duration::from_secs(2)));
     let faye = FayeService::new(server, options);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(faye_http::serve(
-        listener,
-        faye.clone(),
-        std::future::pending(),
-    ));
+    tokio::spawn(faye_http::serve(listener, faye.clone(), std::future::pending()));
     (addr, faye)
 }
 
@@ -47,10 +41,7 @@ async fn request(addr: SocketAddr, head: &str, headers: &[(&str, &str)], body: &
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     stream.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await.unwrap().unwrap();
     let raw = String::from_utf8(raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let mut lines = head.lines();
@@ -59,11 +50,7 @@ async fn request(addr: SocketAddr, head: &str, headers: &[(&str, &str)], body: &
         .filter_map(|l| l.split_once(": "))
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
         .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    Reply { status, headers, body: body.to_owned() }
 }
 
 async fn post_json(addr: SocketAddr, message: Value) -> Value {
@@ -91,10 +78,7 @@ async fn preflight_answers_like_faye_with_origin_referrer_or_star() {
     let (addr, _faye) = start(FayeOptions::default()).await;
     let cases = [
         (vec![("Origin", "http://app.example")], "http://app.example"),
-        (
-            vec![("Referer", "http://ref.example/page")],
-            "http://ref.example/page",
-        ),
+        (vec![("Referer", "http://ref.example/page")], "http://ref.example/page"),
         (vec![], "*"),
     ];
     for (headers, allowed) in cases {
@@ -102,30 +86,19 @@ async fn preflight_answers_like_faye_with_origin_referrer_or_star() {
         assert_eq!(reply.status, 200);
         assert_eq!(reply.body, "");
         assert_eq!(header(&reply, "access-control-allow-origin"), Some(allowed));
-        assert_eq!(
-            header(&reply, "access-control-allow-credentials"),
-            Some("true")
-        );
+        assert_eq!(header(&reply, "access-control-allow-credentials"), Some("true"));
         assert_eq!(
             header(&reply, "access-control-allow-headers"),
             Some("Accept, Authorization, Content-Type, Pragma, X-Requested-With")
         );
-        assert_eq!(
-            header(&reply, "access-control-allow-methods"),
-            Some("POST, GET")
-        );
+        assert_eq!(header(&reply, "access-control-allow-methods"), Some("POST, GET"));
         assert_eq!(header(&reply, "access-control-max-age"), Some("86400"));
         assert_eq!(header(&reply, "vary"), Some("Origin"));
         assert_eq!(header(&reply, "content-type"), None);
     }
     // Faye also treats any request announcing a POST preflight as one.
-    let reply = request(
-        addr,
-        "GET /bayeux",
-        &[("Access-Control-Request-Method", "POST")],
-        "",
-    )
-    .await;
+    let reply =
+        request(addr, "GET /bayeux", &[("Access-Control-Request-Method", "POST")], "").await;
     assert_eq!(reply.status, 200);
     assert_eq!(header(&reply, "access-control-max-age"), Some("86400"));
 }
@@ -138,26 +111,14 @@ async fn a_cross_origin_form_post_gets_credentials_for_its_origin() {
     let reply = request(
         addr,
         "POST /bayeux",
-        &[
-            ("Origin", "http://other.example:9000"),
-            ("Content-Type", "text/plain;charset=UTF-8"),
-        ],
+        &[("Origin", "http://other.example:9000"), ("Content-Type", "text/plain;charset=UTF-8")],
         &body,
     )
     .await;
     assert_eq!(reply.status, 200);
-    assert_eq!(
-        header(&reply, "access-control-allow-origin"),
-        Some("http://other.example:9000")
-    );
-    assert_eq!(
-        header(&reply, "access-control-allow-credentials"),
-        Some("true")
-    );
-    assert_eq!(
-        header(&reply, "content-type"),
-        Some("application/json; charset=utf-8")
-    );
+    assert_eq!(header(&reply, "access-control-allow-origin"), Some("http://other.example:9000"));
+    assert_eq!(header(&reply, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(header(&reply, "content-type"), Some("application/json; charset=utf-8"));
     let json: Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(json[0]["successful"], true);
 }
@@ -166,41 +127,20 @@ async fn a_cross_origin_form_post_gets_credentials_for_its_origin() {
 async fn an_origin_allow_list_refuses_other_origins() {
     let opts = FayeOptions::default().allowed_origins(Some(["http://good.example"]));
     let (addr, _faye) = start(opts).await;
-    let good = request(
-        addr,
-        "OPTIONS /bayeux",
-        &[("Origin", "http://good.example")],
-        "",
-    )
-    .await;
-    assert_eq!(
-        header(&good, "access-control-allow-origin"),
-        Some("http://good.example")
-    );
-    let bad = request(
-        addr,
-        "OPTIONS /bayeux",
-        &[("Origin", "http://evil.example")],
-        "",
-    )
-    .await;
+    let good = request(addr, "OPTIONS /bayeux", &[("Origin", "http://good.example")], "").await;
+    assert_eq!(header(&good, "access-control-allow-origin"), Some("http://good.example"));
+    let bad = request(addr, "OPTIONS /bayeux", &[("Origin", "http://evil.example")], "").await;
     assert_eq!(header(&bad, "access-control-allow-origin"), None);
     assert_eq!(header(&bad, "access-control-allow-credentials"), None);
     let body = r#"{"channel":"/x","data":1}"#;
     let post = request(
         addr,
         "POST /bayeux",
-        &[
-            ("Origin", "http://evil.example"),
-            ("Content-Type", "application/json"),
-        ],
+        &[("Origin", "http://evil.example"), ("Content-Type", "application/json")],
         body,
     )
     .await;
-    assert_eq!(
-        post.status, 200,
-        "the request is served; the browser withholds the reply"
-    );
+    assert_eq!(post.status, 200, "the request is served; the browser withholds the reply");
     assert_eq!(header(&post, "access-control-allow-origin"), None);
     assert_eq!(header(&post, "vary"), Some("Origin"));
 }
@@ -220,113 +160,54 @@ fn urlencode(s: &str) -> String {
 async fn jsonp_wraps_the_reply_in_the_callback_with_faye_headers() {
     let (addr, _faye) = start(FayeOptions::default()).await;
     let message = urlencode(r#"[{"channel":"/meta/handshake"}]"#);
-    let reply = request(
-        addr,
-        &format!("GET /bayeux?message={message}&jsonp=callback"),
-        &[],
-        "",
-    )
-    .await;
+    let reply =
+        request(addr, &format!("GET /bayeux?message={message}&jsonp=callback"), &[], "").await;
     assert_eq!(reply.status, 200);
-    assert_eq!(
-        header(&reply, "content-type"),
-        Some("text/javascript; charset=utf-8")
-    );
-    assert_eq!(
-        header(&reply, "content-disposition"),
-        Some("attachment; filename=f.txt")
-    );
+    assert_eq!(header(&reply, "content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(header(&reply, "content-disposition"), Some("attachment; filename=f.txt"));
     assert_eq!(header(&reply, "x-content-type-options"), Some("nosniff"));
     assert_eq!(header(&reply, "cache-control"), Some("no-cache, no-store"));
-    let inner = reply
-        .body
-        .strip_prefix("/**/callback(")
-        .unwrap()
-        .strip_suffix(");")
-        .unwrap();
+    let inner = reply.body.strip_prefix("/**/callback(").unwrap().strip_suffix(");").unwrap();
     let json: Value = serde_json::from_str(inner).unwrap();
     // Both required fields are missing; as in Faye, the last check's error wins.
-    assert_eq!(
-        json[0]["error"],
-        "402:supportedConnectionTypes:Missing required parameter"
-    );
+    assert_eq!(json[0]["error"], "402:supportedConnectionTypes:Missing required parameter");
     // The default callback name.
     let reply = request(addr, &format!("GET /bayeux?message={message}"), &[], "").await;
-    assert!(
-        reply.body.starts_with("/**/jsonpcallback(["),
-        "{}",
-        reply.body
-    );
+    assert!(reply.body.starts_with("/**/jsonpcallback(["), "{}", reply.body);
 }
 
 #[tokio::test]
 async fn jsonp_escapes_line_separators_and_rejects_bad_callbacks() {
     let (addr, _faye) = start(FayeOptions::default()).await;
     let id = handshake(addr).await;
-    post_json(
-        addr,
-        json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/ls"}),
-    )
-    .await;
+    post_json(addr, json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/ls"})).await;
     post_json(addr, json!({"channel":"/ls","data":"a\u{2028}b"})).await;
     let connect = urlencode(
         &json!([{"channel":"/meta/connect","clientId":id,"connectionType":"callback-polling"}])
             .to_string(),
     );
-    let reply = request(
-        addr,
-        &format!("GET /bayeux?message={connect}&jsonp=cb"),
-        &[],
-        "",
-    )
-    .await;
-    assert!(
-        reply.body.contains(r#""data":"a\u2028b""#),
-        "{}",
-        reply.body
-    );
+    let reply = request(addr, &format!("GET /bayeux?message={connect}&jsonp=cb"), &[], "").await;
+    assert!(reply.body.contains(r#""data":"a\u2028b""#), "{}", reply.body);
     assert!(!reply.body.contains('\u{2028}'));
 
     let message = urlencode(r#"[{"channel":"/meta/handshake"}]"#);
     for bad in ["42", "alert(1)", "a..b", "%3Cscript%3E"] {
-        let reply = request(
-            addr,
-            &format!("GET /bayeux?message={message}&jsonp={bad}"),
-            &[],
-            "",
-        )
-        .await;
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (400, "Bad request"),
-            "callback {bad}"
-        );
+        let reply =
+            request(addr, &format!("GET /bayeux?message={message}&jsonp={bad}"), &[], "").await;
+        assert_eq!((reply.status, reply.body.as_str()), (400, "Bad request"), "callback {bad}");
     }
     let reply = request(addr, "GET /bayeux?jsonp=cb", &[], "").await;
-    assert_eq!(
-        (reply.status, reply.body.as_str()),
-        (400, "Bad request"),
-        "no message"
-    );
+    assert_eq!((reply.status, reply.body.as_str()), (400, "Bad request"), "no message");
 }
 
 #[tokio::test]
 async fn an_oversize_body_is_refused_with_413_and_the_server_keeps_serving() {
     let (addr, _faye) = start(FayeOptions::default().max_request_bytes(1024)).await;
     let big = format!(r#"{{"channel":"/x","data":"{}"}}"#, "x".repeat(2000));
-    let reply = request(
-        addr,
-        "POST /bayeux",
-        &[("Content-Type", "application/json")],
-        &big,
-    )
-    .await;
+    let reply = request(addr, "POST /bayeux", &[("Content-Type", "application/json")], &big).await;
     assert_eq!(reply.status, 413);
     assert!(reply.body.contains("1024"), "{}", reply.body);
-    assert_eq!(
-        header(&reply, "content-type"),
-        Some("text/plain; charset=utf-8")
-    );
+    assert_eq!(header(&reply, "content-type"), Some("text/plain; charset=utf-8"));
     assert!(!handshake(addr).await.is_empty());
 }
 
@@ -347,10 +228,7 @@ async fn event_stream(addr: SocketAddr, path: &str) -> (u16, BufReader<TcpStream
 async fn next_chunk(reader: &mut BufReader<TcpStream>) -> String {
     loop {
         let mut line = String::new();
-        timeout(Duration::from_secs(5), reader.read_line(&mut line))
-            .await
-            .unwrap()
-            .unwrap();
+        timeout(Duration::from_secs(5), reader.read_line(&mut line)).await.unwrap().unwrap();
         let Ok(size) = usize::from_str_radix(line.trim(), 16) else {
             continue;
         };
@@ -368,11 +246,7 @@ async fn next_chunk(reader: &mut BufReader<TcpStream>) -> String {
 async fn eventsource_streams_deliveries_and_keepalives_to_an_existing_client() {
     let (addr, _faye) = start(FayeOptions::default().ping(Some(Duration::from_millis(300)))).await;
     let id = handshake(addr).await;
-    post_json(
-        addr,
-        json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/es"}),
-    )
-    .await;
+    post_json(addr, json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/es"})).await;
     let (status, mut stream) = event_stream(addr, &format!("/bayeux/{id}")).await;
     assert_eq!(status, 200);
     let mut headers = String::new();
@@ -384,14 +258,8 @@ async fn eventsource_streams_deliveries_and_keepalives_to_an_existing_client() {
         }
         headers.push_str(&line.to_ascii_lowercase());
     }
-    assert!(
-        headers.contains("content-type: text/event-stream\r\n"),
-        "{headers}"
-    );
-    assert!(
-        headers.contains("cache-control: no-cache, no-store\r\n"),
-        "{headers}"
-    );
+    assert!(headers.contains("content-type: text/event-stream\r\n"), "{headers}");
+    assert!(headers.contains("cache-control: no-cache, no-store\r\n"), "{headers}");
     assert_eq!(next_chunk(&mut stream).await, "retry: 5000\r\n\r\n");
 
     // A connect over eventsource returns at once with Faye's eventsource advice, and
@@ -401,16 +269,9 @@ async fn eventsource_streams_deliveries_and_keepalives_to_an_existing_client() {
         json!({"channel":"/meta/connect","clientId":id,"connectionType":"eventsource"}),
     )
     .await;
-    assert_eq!(
-        connect[0]["advice"],
-        json!({"reconnect":"retry","interval":2000,"timeout":0})
-    );
+    assert_eq!(connect[0]["advice"], json!({"reconnect":"retry","interval":2000,"timeout":0}));
     assert_eq!(connect.as_array().unwrap().len(), 1);
-    post_json(
-        addr,
-        json!({"channel":"/es","data":{"n":1},"clientId":"anyone"}),
-    )
-    .await;
+    post_json(addr, json!({"channel":"/es","data":{"n":1},"clientId":"anyone"})).await;
     assert_eq!(
         next_chunk(&mut stream).await,
         "data: [{\"channel\":\"/es\",\"data\":{\"n\":1}}]\r\n\r\n"
@@ -421,11 +282,9 @@ async fn eventsource_streams_deliveries_and_keepalives_to_an_existing_client() {
 #[tokio::test]
 async fn eventsource_for_an_unknown_client_is_refused() {
     let (addr, _faye) = start(FayeOptions::default()).await;
-    for path in [
-        "/bayeux/0000000000000000000000000000000",
-        "/bayeux/__proto__",
-        "/bayeux/constructor",
-    ] {
+    for path in
+        ["/bayeux/0000000000000000000000000000000", "/bayeux/__proto__", "/bayeux/constructor"]
+    {
         let (status, mut stream) = event_stream(addr, path).await;
         assert_eq!(status, 404, "{path}");
         let mut rest = String::new();
@@ -437,14 +296,9 @@ async fn eventsource_for_an_unknown_client_is_refused() {
 #[tokio::test]
 async fn websocket_pings_at_the_configured_interval() {
     let (addr, _faye) = start(FayeOptions::default().ping(Some(Duration::from_millis(200)))).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/bayeux"))
-        .await
-        .unwrap();
-    let frame = timeout(Duration::from_secs(2), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/bayeux")).await.unwrap();
+    let frame = timeout(Duration::from_secs(2), ws.next()).await.unwrap().unwrap().unwrap();
     assert!(matches!(frame, Message::Ping(_)), "{frame:?}");
 }
 
@@ -456,35 +310,15 @@ async fn client_js_is_served_with_a_validator_or_refused_with_a_reason() {
     assert!(reply.body.contains("--client-js"), "{}", reply.body);
 
     let (addr, _faye) = start(FayeOptions::default().client_script("var Faye = 1;")).await;
-    for path in [
-        "/bayeux/client.js",
-        "/bayeux.js",
-        "/bayeux/faye-browser-min.js",
-    ] {
+    for path in ["/bayeux/client.js", "/bayeux.js", "/bayeux/faye-browser-min.js"] {
         let reply = request(addr, &format!("GET {path}"), &[], "").await;
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (200, "var Faye = 1;"),
-            "{path}"
-        );
-        assert_eq!(
-            header(&reply, "content-type"),
-            Some("text/javascript; charset=utf-8")
-        );
+        assert_eq!((reply.status, reply.body.as_str()), (200, "var Faye = 1;"), "{path}");
+        assert_eq!(header(&reply, "content-type"), Some("text/javascript; charset=utf-8"));
         let etag = header(&reply, "etag").unwrap().to_owned();
-        let again = request(
-            addr,
-            &format!("GET {path}"),
-            &[("If-None-Match", &etag)],
-            "",
-        )
-        .await;
+        let again = request(addr, &format!("GET {path}"), &[("If-None-Match", &etag)], "").await;
         assert_eq!((again.status, again.body.as_str()), (304, ""));
     }
-    assert_eq!(
-        request(addr, "GET /bayeux/other.js", &[], "").await.status,
-        404
-    );
+    assert_eq!(request(addr, "GET /bayeux/other.js", &[], "").await.status, 404);
 }
 
 #[tokio::test]
@@ -495,21 +329,14 @@ async fn shutdown_answers_held_connects_and_closes_websockets() {
         addr,
         json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}),
     ));
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/bayeux"))
-        .await
-        .unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/bayeux")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = tokio::time::Instant::now();
     faye.shutdown(Duration::from_secs(1)).await;
-    let reply = timeout(Duration::from_secs(1), held)
-        .await
-        .unwrap()
-        .unwrap();
+    let reply = timeout(Duration::from_secs(1), held).await.unwrap().unwrap();
     assert_eq!(reply[0]["successful"], true);
     let closed = timeout(Duration::from_secs(1), ws.next()).await.unwrap();
-    assert!(
-        matches!(closed, Some(Ok(Message::Close(_))) | None),
-        "{closed:?}"
-    );
+    assert!(matches!(closed, Some(Ok(Message::Close(_))) | None), "{closed:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }

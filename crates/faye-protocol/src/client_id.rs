@@ -41,10 +41,7 @@ impl ClientId {
     /// cannot be a live client of this server.
     pub fn parse(s: &str) -> Option<Self> {
         let bytes: [u8; LEN] = s.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-            .then_some(Self(bytes))
+        bytes.iter().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()).then_some(Self(bytes))
     }
 
     /// The id as text.
@@ -72,10 +69,7 @@ mod tests {
 
     #[test]
     fn zero_and_max_are_padded_to_31_digits() {
-        assert_eq!(
-            ClientId::from_random_bytes([0; 20]).as_str(),
-            "0".repeat(31)
-        );
+        assert_eq!(ClientId::from_random_bytes([0; 20]).as_str(), "0".repeat(31));
         // 2^160 - 1 in base 36, computed independently with Python.
         assert_eq!(
             ClientId::from_random_bytes([0xff; 20]).as_str(),
@@ -87,9 +81,6 @@ mod tests {
     fn one_is_written_as_a_single_trailing_digit() {
         let mut b = [0; 20];
         b[19] = 35;
-        assert_eq!(
-            ClientId::from_random_bytes(b).as_str(),
-            format!("{}z", "0".repeat(30))
-        );
+        assert_eq!(ClientId::from_random_bytes(b).as_str(), format!("{}z", "0".repeat(30)));
     }
 }

@@ -46,17 +46,12 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<Message>, DecodeError> {
 pub fn encode_delivery(msg: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     // Writing to a Vec cannot fail and every field is valid JSON already.
-    let _ = Wire {
-        msg,
-        delivery: true,
-    }
-    .serialize(&mut serde_json::Serializer::new(&mut out));
+    let _ = Wire { msg, delivery: true }.serialize(&mut serde_json::Serializer::new(&mut out));
     out
 }
 
 /// Escapes U+2028 and U+2029, which JSON allows in strings but JavaScript source
 /// does not (needed for JSON-P bodies).
 pub fn escape_jsonp(json: &str) -> String {
-    json.replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029")
+    json.replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029")
 }

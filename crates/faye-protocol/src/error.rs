@@ -62,10 +62,7 @@ pub struct BayeuxError {
 impl BayeuxError {
     /// An error with `params` already joined by commas.
     pub fn new(code: ErrorCode, params: impl Into<String>) -> Self {
-        Self {
-            code,
-            params: params.into(),
-        }
+        Self { code, params: params.into() }
     }
 
     /// `301:<types>:Connection types not supported`.
@@ -106,13 +103,7 @@ impl BayeuxError {
 
 impl fmt::Display for BayeuxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}",
-            self.code.code(),
-            self.params,
-            self.code.message()
-        )
+        write!(f, "{}:{}:{}", self.code.code(), self.params, self.code.message())
     }
 }
 

@@ -59,13 +59,7 @@ pub fn js_string(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Array(items) => items
             .iter()
-            .map(|i| {
-                if i.is_null() {
-                    String::new()
-                } else {
-                    js_string(i)
-                }
-            })
+            .map(|i| if i.is_null() { String::new() } else { js_string(i) })
             .collect::<Vec<_>>()
             .join(","),
         Value::Object(_) => "[object Object]".to_owned(),
@@ -276,21 +270,14 @@ impl Serialize for Wire<'_> {
 
 impl Serialize for Message {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        Wire {
-            msg: self,
-            delivery: false,
-        }
-        .serialize(s)
+        Wire { msg: self, delivery: false }.serialize(s)
     }
 }
 
 impl Message {
     /// A message on `channel` with nothing else set.
     pub fn on(channel: impl Into<String>) -> Self {
-        Self {
-            channel: Some(channel.into()),
-            ..Self::default()
-        }
+        Self { channel: Some(channel.into()), ..Self::default() }
     }
 
     /// The message as JSON.

@@ -32,10 +32,7 @@ fn faye_grammar_examples() {
         assert!(is_name(ok) && is_valid(ok) && !is_pattern(ok), "{ok}");
     }
     for pattern in ["/*", "/**", "/foo/*", "/foo/**"] {
-        assert!(
-            is_pattern(pattern) && is_valid(pattern) && !is_name(pattern),
-            "{pattern}"
-        );
+        assert!(is_pattern(pattern) && is_valid(pattern) && !is_name(pattern), "{pattern}");
     }
     for bad in [
         "foo/x",
@@ -70,23 +67,12 @@ fn expand_lists_faye_keys_in_faye_order() {
     assert_eq!(expand("/foo/bar"), ["/**", "/foo/bar", "/foo/*", "/foo/**"]);
     assert_eq!(
         expand("/foo/bar/qux"),
-        [
-            "/**",
-            "/foo/bar/qux",
-            "/foo/bar/*",
-            "/foo/**",
-            "/foo/bar/**"
-        ]
+        ["/**", "/foo/bar/qux", "/foo/bar/*", "/foo/**", "/foo/bar/**"]
     );
 }
 
 fn segment() -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just("a".to_owned()),
-        Just("b".to_owned()),
-        Just("c".to_owned()),
-        "[a-z0-9_@]{1,3}"
-    ]
+    prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("c".to_owned()), "[a-z0-9_@]{1,3}"]
 }
 
 fn channel() -> impl Strategy<Value = String> {

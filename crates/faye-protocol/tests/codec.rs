@@ -12,20 +12,8 @@ fn a_batch_is_an_array_an_object_or_null() {
     assert_eq!(decode_batch(b"\n {\"channel\":\"/a\"}").unwrap().len(), 1);
     assert!(decode_batch(b"null").unwrap().is_empty());
     assert!(decode_batch(b"[]").unwrap().is_empty());
-    for bad in [
-        &b"42"[..],
-        b"\"x\"",
-        b"true",
-        b"",
-        b"[",
-        b"{\"a\":}",
-        b"[1,]",
-    ] {
-        assert!(
-            decode_batch(bad).is_err(),
-            "{}",
-            String::from_utf8_lossy(bad)
-        );
+    for bad in [&b"42"[..], b"\"x\"", b"true", b"", b"[", b"{\"a\":}", b"[1,]"] {
+        assert!(decode_batch(bad).is_err(), "{}", String::from_utf8_lossy(bad));
     }
 }
 
@@ -34,11 +22,7 @@ fn falsy_batch_elements_are_skipped_and_other_primitives_are_empty_messages() {
     let batch =
         decode_batch(br#"[null, false, 0, "", 1, "x", [1,[2]], {"channel":"/a"}]"#).unwrap();
     assert_eq!(batch.len(), 4);
-    assert!(
-        batch[..3]
-            .iter()
-            .all(|m| m.channel.is_none() && m.data.is_none())
-    );
+    assert!(batch[..3].iter().all(|m| m.channel.is_none() && m.data.is_none()));
     assert_eq!(batch[3].channel.as_deref(), Some("/a"));
 }
 
@@ -62,10 +46,7 @@ fn data_null_is_present_and_data_stays_byte_for_byte() {
     let m = &decode_batch(br#"{"channel":"/a","data":null}"#).unwrap()[0];
     assert_eq!(m.data.as_ref().unwrap().get(), "null");
     let m = &decode_batch(br#"{"channel":"/a","data":{"b" : [1.50, "\u00e9"]}}"#).unwrap()[0];
-    assert_eq!(
-        m.data.as_ref().unwrap().get(),
-        r#"{"b" : [1.50, "\u00e9"]}"#
-    );
+    assert_eq!(m.data.as_ref().unwrap().get(), r#"{"b" : [1.50, "\u00e9"]}"#);
 }
 
 #[test]
@@ -98,10 +79,7 @@ fn error_strings_match_faye() {
         BayeuxError::channel_forbidden("/meta/foo").to_string(),
         "403:/meta/foo:Forbidden channel"
     );
-    assert_eq!(
-        BayeuxError::channel_invalid("").to_string(),
-        "405::Invalid channel"
-    );
+    assert_eq!(BayeuxError::channel_invalid("").to_string(), "405::Invalid channel");
     assert_eq!(
         BayeuxError::parameter_missing("supportedConnectionTypes").to_string(),
         "402:supportedConnectionTypes:Missing required parameter"
@@ -118,10 +96,7 @@ fn js_string_follows_javascript() {
 
 #[test]
 fn jsonp_escapes_line_separators() {
-    assert_eq!(
-        escape_jsonp("[\"a\u{2028}b\u{2029}\"]"),
-        r#"["a\u2028b\u2029"]"#
-    );
+    assert_eq!(escape_jsonp("[\"a\u{2028}b\u{2029}\"]"), r#"["a\u2028b\u2029"]"#);
 }
 
 proptest! {

@@ -6,6 +6,9 @@
 use std::sync::{Arc, Mutex};
 
 use faye_engine::{ClientId, EngineEvent, EngineListener};
+
+use crate::cow_list::CowList;
+use crate::monitor::{Event, Listener};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +55,8 @@ pub(crate) struct Registry {
     conns: papaya::HashMap<ClientId, Arc<Connection>>,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
+    /// Monitoring callbacks; engine events reach them through here.
+    pub(crate) monitors: CowList<Listener>,
 }
 
 impl Registry {
@@ -66,18 +71,12 @@ impl Registry {
 
     /// Whether `client` is bound to a socket.
     pub(crate) fn has_socket(&self, client: &ClientId) -> bool {
-        self.conns
-            .pin()
-            .get(client)
-            .is_some_and(|c| c.socket && !c.ended.is_cancelled())
+        self.conns.pin().get(client).is_some_and(|c| c.socket && !c.ended.is_cancelled())
     }
 
     /// Removes the binding if it is still `conn` (a newer one may have replaced it).
     pub(crate) fn unbind(&self, client: &ClientId, conn: &Arc<Connection>) {
-        let _ = self
-            .conns
-            .pin()
-            .remove_if(client, |_, cur| Arc::ptr_eq(cur, conn));
+        let _ = self.conns.pin().remove_if(client, |_, cur| Arc::ptr_eq(cur, conn));
     }
 
     /// Ends every binding (server shutdown).
@@ -100,7 +99,19 @@ impl EngineListener for Registry {
 
     fn event(&self, event: EngineEvent) {
         tracing::debug!(?event, "engine event");
-        if let EngineEvent::Close(client) = event
+        let close = match event {
+            EngineEvent::Close(client) => Some(client),
+            _ => None,
+        };
+        let monitors = self.monitors.snapshot();
+        if !monitors.is_empty()
+            && let Some(event) = Event::from_engine(event)
+        {
+            for listener in monitors.iter() {
+                listener(&event);
+            }
+        }
+        if let Some(client) = close
             && let Some(conn) = self.conns.pin().remove(&client)
         {
             conn.end(true);

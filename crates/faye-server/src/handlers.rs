@@ -11,7 +11,8 @@ use faye_protocol::{
 use serde_json::{Value, json};
 
 use crate::connection::{BindingGuard, Connection};
-use crate::{Context, Reply, Server};
+use crate::extension::{Stage, pipe};
+use crate::{Context, Event, Reply, Server};
 
 /// Faye's `_makeResponse`: id, clientId, channel and error copied when truthy.
 fn make_response(msg: &Message) -> Message {
@@ -38,7 +39,33 @@ fn concat_strings(value: &Value) -> Vec<String> {
 }
 
 impl<E: Engine> Server<E> {
+    /// One message: incoming extensions, the handler, outgoing extensions.
     pub(crate) async fn handle(&self, msg: Message, ctx: &Context<'_, E>) -> Vec<Reply> {
+        let extensions = self.shared.extensions.snapshot();
+        if extensions.is_empty() {
+            return self.dispatch(msg, ctx).await;
+        }
+        let request = ctx.request.as_deref();
+        let Some(msg) = pipe(&extensions, Stage::Incoming, msg, request).await else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for reply in self.dispatch(msg, ctx).await {
+            let message = match reply {
+                Reply::Message(m) => *m,
+                Reply::Delivery(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                },
+            };
+            if let Some(m) = pipe(&extensions, Stage::Outgoing, message, request).await {
+                out.push(Reply::message(m));
+            }
+        }
+        out
+    }
+
+    async fn dispatch(&self, msg: Message, ctx: &Context<'_, E>) -> Vec<Reply> {
         let name = msg.channel.as_deref().unwrap_or("");
         if !channel::is_meta(name) {
             return vec![Reply::message(self.publish(msg).await)];
@@ -47,8 +74,8 @@ impl<E: Engine> Server<E> {
             Some(MetaChannel::Handshake) => self.handshake(msg).await,
             Some(MetaChannel::Connect) => return self.connect(msg, ctx).await,
             Some(MetaChannel::Disconnect) => self.disconnect(msg).await,
-            Some(MetaChannel::Subscribe) => self.subscribe(msg, true).await,
-            Some(MetaChannel::Unsubscribe) => self.subscribe(msg, false).await,
+            Some(MetaChannel::Subscribe) => self.subscribe(msg, true, ctx.is_local()).await,
+            Some(MetaChannel::Unsubscribe) => self.subscribe(msg, false, ctx.is_local()).await,
             None => {
                 let mut reply = make_response(&msg);
                 reply.error = Some(BayeuxError::channel_forbidden(name).into());
@@ -113,11 +140,7 @@ impl<E: Engine> Server<E> {
         if !msg.version.as_ref().is_some_and(is_truthy) {
             reply.error = Some(BayeuxError::parameter_missing("version").into());
         }
-        match msg
-            .supported_connection_types
-            .as_ref()
-            .filter(|v| is_truthy(v))
-        {
+        match msg.supported_connection_types.as_ref().filter(|v| is_truthy(v)) {
             None => {
                 reply.error =
                     Some(BayeuxError::parameter_missing("supportedConnectionTypes").into());
@@ -125,8 +148,7 @@ impl<E: Engine> Server<E> {
             Some(types) => {
                 // A string is a list of characters to Faye, so it never matches.
                 let common = types.as_array().is_some_and(|list| {
-                    list.iter()
-                        .any(|t| t.as_str().is_some_and(|t| CONNECTION_TYPES.contains(&t)))
+                    list.iter().any(|t| t.as_str().is_some_and(|t| CONNECTION_TYPES.contains(&t)))
                 });
                 if !common {
                     reply.error = Some(BayeuxError::conntype_mismatch(js_string(types)).into());
@@ -166,11 +188,7 @@ impl<E: Engine> Server<E> {
             }
         };
         let eventsource = connection_type == Some("eventsource");
-        let hold = if eventsource {
-            Duration::ZERO
-        } else {
-            self.requested_hold(&msg)
-        };
+        let hold = if eventsource { Duration::ZERO } else { self.requested_hold(&msg) };
         if let Err(e) = self.engine().ping(&client).await {
             tracing::error!(error = %e, "engine failed to ping");
         }
@@ -195,11 +213,7 @@ impl<E: Engine> Server<E> {
     /// kills its own session).
     fn requested_hold(&self, msg: &Message) -> Duration {
         let max = self.shared.options.timeout;
-        let asked = msg
-            .advice
-            .as_ref()
-            .and_then(|a| a.get("timeout"))
-            .and_then(Value::as_f64);
+        let asked = msg.advice.as_ref().and_then(|a| a.get("timeout")).and_then(Value::as_f64);
         match asked {
             Some(ms) if ms.is_finite() => Duration::from_secs_f64((ms / 1000.0).max(0.0)).min(max),
             _ => max,
@@ -222,11 +236,7 @@ impl<E: Engine> Server<E> {
         let registry = &self.shared.registry;
         let conn = Connection::new(false);
         registry.bind(client, conn.clone());
-        let _guard = BindingGuard {
-            registry,
-            client,
-            conn: conn.clone(),
-        };
+        let _guard = BindingGuard { registry, client, conn: conn.clone() };
         let deadline = tokio::time::Instant::now() + hold;
         loop {
             match self.engine().take_queue(&client).await {
@@ -262,7 +272,7 @@ impl<E: Engine> Server<E> {
         finish(reply)
     }
 
-    async fn subscribe(&self, msg: Message, subscribe: bool) -> Message {
+    async fn subscribe(&self, msg: Message, subscribe: bool, local: bool) -> Message {
         let mut reply = make_response(&msg);
         let client = self.check_client(&msg, &mut reply).await;
         let subscription = msg.subscription.filter(is_truthy);
@@ -277,7 +287,7 @@ impl<E: Engine> Server<E> {
         // Channels are walked in order and the walk stops at the first bad one; the
         // ones before it have taken effect (Faye is not atomic here either).
         for name in concat_strings(&subscription) {
-            if !channel::is_subscribable(&name) {
+            if !local && !channel::is_subscribable(&name) {
                 reply.error = Some(BayeuxError::channel_forbidden(name.as_str()).into());
             }
             if !channel::is_valid(&name) {
@@ -311,9 +321,16 @@ impl<E: Engine> Server<E> {
         }
         if reply.error.is_none() {
             let delivery = encode_delivery(&msg).into();
-            if let Err(e) = self.engine().publish(name, delivery).await {
-                tracing::error!(error = %e, "engine failed to publish");
-                reply.error = Some(BayeuxError::server_error().into());
+            match self.engine().publish(name, delivery).await {
+                Ok(()) => self.emit(|| Event::Publish {
+                    client_id: msg.client_id.clone(),
+                    channel: name.to_owned(),
+                    data: msg.data.clone().unwrap_or_default(),
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "engine failed to publish");
+                    reply.error = Some(BayeuxError::server_error().into());
+                }
             }
         }
         finish(reply)

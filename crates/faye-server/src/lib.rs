@@ -13,7 +13,7 @@
 //!
 //! let server = Server::new(MemoryEngine::new(), ServerOptions::default());
 //! let request = decode_batch(br#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#).unwrap();
-//! let replies = server.process(request, &Context::default()).await;
+//! let replies = server.process(request, &Context::local()).await;
 //! let json = String::from_utf8(encode_replies(&replies).to_vec()).unwrap();
 //! assert!(json.contains(r#""successful":true"#));
 //! # }
@@ -28,11 +28,20 @@ use faye_protocol::Message;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+mod client;
 mod connection;
+mod cow_list;
+mod extension;
 mod handlers;
+mod monitor;
 mod socket;
 
+pub use client::{ClientError, Delivery, LocalClient, Subscription};
 use connection::Registry;
+use cow_list::CowList;
+pub use extension::{BoxFuture, Extension, RequestInfo};
+use extension::{Stage, pipe};
+pub use monitor::Event;
 pub use socket::{Push, Socket};
 
 /// Server settings, mirroring Faye's adapter options.
@@ -44,10 +53,7 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(60),
-            interval: Duration::ZERO,
-        }
+        Self { timeout: Duration::from_secs(60), interval: Duration::ZERO }
     }
 }
 
@@ -56,11 +62,7 @@ impl ServerOptions {
     /// `timeout`, default 60 s). Clients expire after twice this without a connect.
     /// Zero means the default, as in Faye.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = if timeout.is_zero() {
-            Duration::from_secs(60)
-        } else {
-            timeout
-        };
+        self.timeout = if timeout.is_zero() { Duration::from_secs(60) } else { timeout };
         self
     }
 
@@ -79,14 +81,30 @@ impl ServerOptions {
 
 /// Where a batch came from, as far as the handlers need to know.
 pub struct Context<'a, E: Engine> {
-    /// The persistent socket the batch arrived on, if any: a `/meta/connect` on it
-    /// binds the client to the socket, and deliveries are pushed there.
-    pub socket: Option<&'a Socket<E>>,
+    socket: Option<&'a Socket<E>>,
+    request: Option<Arc<RequestInfo>>,
 }
 
-impl<E: Engine> Default for Context<'_, E> {
-    fn default() -> Self {
-        Self { socket: None }
+impl<'a, E: Engine> Context<'a, E> {
+    /// A batch from a remote client, in an HTTP request.
+    pub fn remote(request: Arc<RequestInfo>) -> Self {
+        Self { socket: None, request: Some(request) }
+    }
+
+    /// A batch that arrived on a persistent socket: a `/meta/connect` in it binds
+    /// the client to the socket, and deliveries are pushed there.
+    pub fn on_socket(socket: &'a Socket<E>) -> Self {
+        Self { socket: Some(socket), request: socket.request().cloned() }
+    }
+
+    /// A batch from inside the process (Faye's `request === null`): it may use
+    /// `/meta/**` and `/service/**` channels that remote clients may not.
+    pub fn local() -> Self {
+        Self { socket: None, request: None }
+    }
+
+    pub(crate) fn is_local(&self) -> bool {
+        self.request.is_none()
     }
 }
 
@@ -147,15 +165,14 @@ pub struct Server<E: Engine> {
 
 impl<E: Engine> Clone for Server<E> {
     fn clone(&self) -> Self {
-        Self {
-            shared: self.shared.clone(),
-        }
+        Self { shared: self.shared.clone() }
     }
 }
 
 struct Shared<E> {
     engine: E,
     registry: Arc<Registry>,
+    extensions: CowList<Arc<dyn Extension>>,
     options: ServerOptions,
 }
 
@@ -163,16 +180,9 @@ impl<E: Engine> Server<E> {
     /// Starts `engine` and builds a server over it.
     pub fn new(engine: E, options: ServerOptions) -> Self {
         let registry = Arc::new(Registry::default());
-        engine.start(EngineContext {
-            listener: registry.clone(),
-            timeout: options.timeout,
-        });
+        engine.start(EngineContext { listener: registry.clone(), timeout: options.timeout });
         Self {
-            shared: Arc::new(Shared {
-                engine,
-                registry,
-                options,
-            }),
+            shared: Arc::new(Shared { engine, registry, extensions: CowList::default(), options }),
         }
     }
 
@@ -203,9 +213,71 @@ impl<E: Engine> Server<E> {
         replies
     }
 
-    /// A socket for a persistent transport; see [`Socket`].
-    pub fn socket(&self) -> Socket<E> {
-        Socket::new(self.clone())
+    /// A socket for a persistent transport; see [`Socket`]. `request` is what its
+    /// outgoing extensions see (the upgrade or EventSource request).
+    pub fn socket(&self, request: Option<RequestInfo>) -> Socket<E> {
+        Socket::new(self.clone(), request.map(Arc::new))
+    }
+
+    /// Adds an extension; it runs after those already added.
+    pub fn add_extension(&self, extension: Arc<dyn Extension>) {
+        self.shared.extensions.push(extension.clone());
+        extension.added();
+    }
+
+    /// Removes every occurrence of `extension` (compared by identity).
+    pub fn remove_extension(&self, extension: &Arc<dyn Extension>) {
+        if self.shared.extensions.retain(|e| !Arc::ptr_eq(e, extension)) > 0 {
+            extension.removed();
+        }
+    }
+
+    /// Calls `listener` for every monitoring [`Event`], synchronously, in the task
+    /// where it happens: keep it quick and hand heavy work to a channel.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let server = faye_server::Server::new(faye_engine::MemoryEngine::new(), Default::default());
+    /// server.on_event(|event| {
+    ///     if let faye_server::Event::Subscribe { client_id, channel } = event {
+    ///         println!("{client_id} subscribed to {channel}");
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn on_event(&self, listener: impl Fn(&Event) + Send + Sync + 'static) {
+        self.shared.registry.monitors.push(Arc::new(listener));
+    }
+
+    pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
+        let monitors = self.shared.registry.monitors.snapshot();
+        if !monitors.is_empty() {
+            let event = event();
+            for listener in monitors.iter() {
+                listener(&event);
+            }
+        }
+    }
+
+    /// Runs deliveries through the outgoing extensions for one recipient. Without
+    /// extensions this is free: the shared bytes go out as they are.
+    pub(crate) async fn outgoing_deliveries(
+        &self,
+        messages: Vec<Bytes>,
+        request: Option<&RequestInfo>,
+    ) -> Vec<Bytes> {
+        let extensions = self.shared.extensions.snapshot();
+        if extensions.is_empty() {
+            return messages;
+        }
+        let mut out = Vec::with_capacity(messages.len());
+        for bytes in messages {
+            let Ok(message) = serde_json::from_slice::<Message>(&bytes) else { continue };
+            if let Some(message) = pipe(&extensions, Stage::Outgoing, message, request).await {
+                out.push(Bytes::from(message.to_json()));
+            }
+        }
+        out
     }
 
     /// Whether [`Server::shutdown`] was called.

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use faye_engine::{ClientId, Engine};
 use tokio::sync::Notify;
 
-use crate::Server;
 use crate::connection::Connection;
+use crate::{RequestInfo, Server};
 
 /// What a socket should send next.
 #[derive(Debug)]
@@ -28,17 +28,19 @@ pub enum Push {
 /// Dropping the socket unbinds it; the session lives on until it expires.
 pub struct Socket<E: Engine> {
     server: Server<E>,
+    request: Option<Arc<RequestInfo>>,
     binding: Mutex<Option<(ClientId, Arc<Connection>)>>,
     rebound: Notify,
 }
 
 impl<E: Engine> Socket<E> {
-    pub(crate) fn new(server: Server<E>) -> Self {
-        Self {
-            server,
-            binding: Mutex::new(None),
-            rebound: Notify::new(),
-        }
+    pub(crate) fn new(server: Server<E>, request: Option<Arc<RequestInfo>>) -> Self {
+        Self { server, request, binding: Mutex::new(None), rebound: Notify::new() }
+    }
+
+    /// The request that opened the socket (`None` for an in-process client).
+    pub fn request(&self) -> Option<&Arc<RequestInfo>> {
+        self.request.as_ref()
     }
 
     fn binding(&self) -> MutexGuard<'_, Option<(ClientId, Arc<Connection>)>> {
@@ -106,7 +108,13 @@ impl<E: Engine> Socket<E> {
                     // Let every message published in this tick land, then send them together.
                     tokio::task::yield_now().await;
                     match self.server.engine().take_queue(&client).await {
-                        Ok(messages) if !messages.is_empty() => return Push::Messages(messages),
+                        Ok(messages) if !messages.is_empty() => {
+                            let request = self.request.as_deref();
+                            let messages = self.server.outgoing_deliveries(messages, request).await;
+                            if !messages.is_empty() {
+                                return Push::Messages(messages);
+                            }
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(%client, error = %e, "could not read the queue"),
                     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use faye_engine::MemoryEngine;
 use faye_protocol::decode_batch;
-use faye_server::{Context, Push, Server, ServerOptions, encode_replies};
+use faye_server::{Context, Push, RequestInfo, Server, ServerOptions, encode_replies};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -17,7 +17,7 @@ fn server() -> Server<MemoryEngine> {
 
 async fn send(server: &Server<MemoryEngine>, request: Value) -> Value {
     let batch = decode_batch(request.to_string().as_bytes()).unwrap();
-    let replies = server.process(batch, &Context::default()).await;
+    let replies = server.process(batch, &Context::remote(Default::default())).await;
     serde_json::from_slice(&encode_replies(&replies)).unwrap()
 }
 
@@ -31,11 +31,9 @@ fn connect(id: &str) -> Value {
 }
 
 async fn subscribe(server: &Server<MemoryEngine>, id: &str, channel: &str) {
-    let reply = send(
-        server,
-        json!({"channel":"/meta/subscribe","clientId":id,"subscription":channel}),
-    )
-    .await;
+    let reply =
+        send(server, json!({"channel":"/meta/subscribe","clientId":id,"subscription":channel}))
+            .await;
     assert_eq!(reply[0]["successful"], true, "{reply}");
 }
 
@@ -84,11 +82,8 @@ async fn a_publish_wakes_a_held_connect_with_every_message_of_the_same_tick() {
         let server = server.clone();
         async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            send(
-                &server,
-                json!([{"channel":"/chat/a","data":1},{"channel":"/chat/b","data":2}]),
-            )
-            .await
+            send(&server, json!([{"channel":"/chat/a","data":1},{"channel":"/chat/b","data":2}]))
+                .await
         }
     };
     let start = Instant::now();
@@ -97,10 +92,7 @@ async fn a_publish_wakes_a_held_connect_with_every_message_of_the_same_tick() {
     assert_eq!(reply[0]["channel"], "/meta/connect");
     assert_eq!(
         &reply.as_array().unwrap()[1..],
-        [
-            json!({"channel":"/chat/a","data":1}),
-            json!({"channel":"/chat/b","data":2})
-        ]
+        [json!({"channel":"/chat/a","data":1}), json!({"channel":"/chat/b","data":2})]
     );
 }
 
@@ -123,11 +115,7 @@ async fn a_second_connect_answers_the_first_at_once() {
     };
     let start = Instant::now();
     let ((first, first_at), (second, second_at)) = tokio::join!(first, second);
-    assert_eq!(
-        first_at - start,
-        Duration::from_secs(2),
-        "answered when the second arrived"
-    );
+    assert_eq!(first_at - start, Duration::from_secs(2), "answered when the second arrived");
     assert_eq!(first[0]["successful"], true);
     assert_eq!(first.as_array().unwrap().len(), 1);
     assert_eq!(second_at - start, Duration::from_secs(2) + T);
@@ -141,20 +129,13 @@ async fn a_client_expires_twice_the_timeout_after_its_last_connect() {
     let mut quick = connect(&id);
     quick["advice"] = json!({"timeout": 0});
     tokio::time::sleep(2 * T - Duration::from_millis(1)).await;
-    assert_eq!(
-        send(&server, quick.clone()).await[0]["successful"],
-        true,
-        "alive, and pinged"
-    );
+    assert_eq!(send(&server, quick.clone()).await[0]["successful"], true, "alive, and pinged");
     // Subscribing does not ping, so it probes existence without extending it.
     tokio::time::sleep(2 * T - Duration::from_millis(1)).await;
     subscribe(&server, &id, "/a").await;
     tokio::time::sleep(Duration::from_millis(2)).await;
-    let reply = send(
-        &server,
-        json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/b"}),
-    )
-    .await;
+    let reply =
+        send(&server, json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/b"})).await;
     assert_eq!(reply[0]["error"], format!("401:{id}:Unknown client"));
     assert_eq!(
         send(&server, quick).await,
@@ -180,54 +161,34 @@ async fn a_socket_is_bound_only_by_a_valid_connect_and_closed_by_disconnect() {
     let server = server();
     let id = handshake(&server).await;
     subscribe(&server, &id, "/a").await;
-    let socket = server.socket();
+    let socket = server.socket(Some(RequestInfo::default()));
     let over_socket = |request: Value| {
         let server = server.clone();
         let socket = &socket;
         async move {
             let batch = decode_batch(request.to_string().as_bytes()).unwrap();
-            let replies = server
-                .process(
-                    batch,
-                    &Context {
-                        socket: Some(socket),
-                    },
-                )
-                .await;
+            let replies = server.process(batch, &Context::on_socket(socket)).await;
             serde_json::from_slice::<Value>(&encode_replies(&replies)).unwrap()
         }
     };
     let unknown = "0".repeat(31);
     let reply = over_socket(connect(&unknown)).await;
     assert_eq!(reply[0]["error"], format!("401:{unknown}:Unknown client"));
-    assert_eq!(
-        socket.client_id(),
-        None,
-        "an unknown client does not bind the socket"
-    );
+    assert_eq!(socket.client_id(), None, "an unknown client does not bind the socket");
 
     // A connect on the socket binds it and is held as a heartbeat; pushes flow meanwhile.
     let held = over_socket(connect(&id));
     let pushes = async {
         tokio::task::yield_now().await;
-        send(
-            &server,
-            json!({"channel":"/a","data":"hi","clientId":"spoof"}),
-        )
-        .await;
-        let Push::Messages(first) = socket.next_push().await else {
-            panic!("expected messages")
-        };
+        send(&server, json!({"channel":"/a","data":"hi","clientId":"spoof"})).await;
+        let Push::Messages(first) = socket.next_push().await else { panic!("expected messages") };
         send(&server, json!({"channel":"/meta/disconnect","clientId":id})).await;
         let second = socket.next_push().await;
         (first, second)
     };
     let start = Instant::now();
     let (reply, (first, second)) = tokio::join!(held, pushes);
-    assert_eq!(
-        first,
-        [bytes::Bytes::from(r#"{"channel":"/a","data":"hi"}"#)]
-    );
+    assert_eq!(first, [bytes::Bytes::from(r#"{"channel":"/a","data":"hi"}"#)]);
     assert!(matches!(second, Push::Closed));
     assert_eq!(reply[0]["successful"], true);
     assert!(start.elapsed() < T, "disconnect answered the held connect");
