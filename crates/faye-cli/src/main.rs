@@ -51,6 +51,13 @@ struct ServeArgs {
     /// as Faye).
     #[arg(long, env = "FAYE_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
+    /// Most channels one client may subscribe to.
+    #[arg(long, env = "FAYE_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    max_subscriptions: usize,
+    /// Most messages queued for one client; a client too slow to drain its queue is
+    /// disconnected.
+    #[arg(long, env = "FAYE_MAX_QUEUE", default_value_t = 10_000)]
+    max_queue: usize,
     /// Most messages in one request.
     #[arg(long, env = "FAYE_MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
@@ -78,7 +85,11 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let timeout = seconds(args.timeout, "timeout")?;
     let ping = args.ping.map(|p| seconds(p, "ping")).transpose()?;
-    let server = Server::new(MemoryEngine::new(), ServerOptions::default().timeout(timeout));
+    let server_options = ServerOptions::default()
+        .timeout(timeout)
+        .max_subscriptions_per_client(args.max_subscriptions)
+        .max_queue_per_client(args.max_queue);
+    let server = Server::new(MemoryEngine::new(), server_options);
     let mut options = FayeOptions::default()
         .mount(args.mount)
         .allowed_origins(args.allowed_origins)

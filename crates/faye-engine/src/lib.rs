@@ -67,6 +67,36 @@ pub struct EngineContext {
     pub listener: Arc<dyn EngineListener>,
     /// The server's connection timeout T; clients expire 2T after their last ping.
     pub timeout: Duration,
+    /// Per-client bounds the engine enforces.
+    pub limits: Limits,
+}
+
+/// Per-client bounds, so that one client cannot take the server's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most channels and patterns one client may be subscribed to.
+    pub max_subscriptions: usize,
+    /// Most messages queued for one client. A client whose queue is full when a
+    /// message arrives is too slow to keep up: it is destroyed (its session ends,
+    /// and a Faye client re-handshakes), rather than silently losing messages.
+    pub max_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_subscriptions: 1000, max_queue: 10_000 }
+    }
+}
+
+/// The result of [`Engine::subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    /// The subscription is new.
+    Added,
+    /// The client was already subscribed (or does not exist).
+    Unchanged,
+    /// The client is at [`Limits::max_subscriptions`]; nothing changed.
+    LimitReached,
 }
 
 /// Storage for clients, subscriptions and queues (Faye's engine contract, §2.2).
@@ -98,12 +128,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Refreshes the client's lifetime: it now expires 2T from now.
     fn ping(&self, client: &ClientId) -> impl Future<Output = Result<(), EngineError>> + Send;
 
-    /// Subscribes; `true` (and a `Subscribe` event) only if the subscription is new.
+    /// Subscribes; a `Subscribe` event only if the subscription is new.
     fn subscribe(
         &self,
         client: &ClientId,
         channel: &str,
-    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    ) -> impl Future<Output = Result<Subscribed, EngineError>> + Send;
 
     /// Unsubscribes; `true` (and an `Unsubscribe` event) only if it existed.
     fn unsubscribe(
@@ -113,7 +143,8 @@ pub trait Engine: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, EngineError>> + Send;
 
     /// Queues `message` once for every client subscribed to a key of `expand(channel)`
-    /// and calls [`EngineListener::mail`] for each.
+    /// and calls [`EngineListener::mail`] for each. A recipient whose queue is full
+    /// ([`Limits::max_queue`]) is destroyed instead.
     fn publish(
         &self,
         channel: &str,

@@ -8,7 +8,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::{
-    ClientId, Delivery, Engine, EngineContext, EngineError, EngineEvent, generate_client_id,
+    ClientId, Delivery, Engine, EngineContext, EngineError, EngineEvent, Subscribed,
+    generate_client_id,
 };
 
 /// The in-memory engine.
@@ -22,7 +23,7 @@ use crate::{
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use faye_engine::{Engine, MemoryEngine};
 /// let engine = MemoryEngine::new();
-/// # engine.start(faye_engine::EngineContext { listener: std::sync::Arc::new(Nop), timeout: std::time::Duration::from_secs(60) });
+/// # engine.start(faye_engine::EngineContext { listener: std::sync::Arc::new(Nop), timeout: std::time::Duration::from_secs(60), limits: Default::default() });
 /// let id = engine.create_client().await.unwrap();
 /// engine.subscribe(&id, "/chat/*").await.unwrap();
 /// engine.publish("/chat/room", r#"{"channel":"/chat/room","data":1}"#.into()).await.unwrap();
@@ -209,21 +210,25 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn subscribe(&self, client: &ClientId, channel: &str) -> Result<bool, EngineError> {
+    async fn subscribe(&self, client: &ClientId, channel: &str) -> Result<Subscribed, EngineError> {
+        let max = self.inner.ctx()?.limits.max_subscriptions;
         let Some(entry) = self.inner.entry(client) else {
-            return Ok(false);
+            return Ok(Subscribed::Unchanged);
         };
         {
             // Lock order everywhere: client, then channel.
             let mut st = lock(&entry.state);
             if st.destroyed || st.channels.contains(channel) {
-                return Ok(false);
+                return Ok(Subscribed::Unchanged);
+            }
+            if st.channels.len() >= max {
+                return Ok(Subscribed::LimitReached);
             }
             self.inner.add_subscriber(channel, *client);
             st.channels.insert(channel.to_owned());
         }
         self.inner.emit(EngineEvent::Subscribe(*client, channel.to_owned()));
-        Ok(true)
+        Ok(Subscribed::Added)
     }
 
     async fn unsubscribe(&self, client: &ClientId, channel: &str) -> Result<bool, EngineError> {
@@ -259,19 +264,30 @@ impl Engine for MemoryEngine {
             }
         }
         let ctx = self.inner.ctx()?;
-        let clients = self.inner.clients.pin();
-        for id in &recipients {
-            let Some(entry) = clients.get(id) else {
-                continue;
-            };
-            {
-                let mut st = lock(&entry.state);
-                if st.destroyed {
+        let mut too_slow = Vec::new();
+        {
+            let clients = self.inner.clients.pin();
+            for id in &recipients {
+                let Some(entry) = clients.get(id) else {
                     continue;
+                };
+                {
+                    let mut st = lock(&entry.state);
+                    if st.destroyed {
+                        continue;
+                    }
+                    if st.queue.len() >= ctx.limits.max_queue {
+                        too_slow.push(*id);
+                        continue;
+                    }
+                    st.queue.push_back(message.clone());
                 }
-                st.queue.push_back(message.clone());
+                ctx.listener.mail(id);
             }
-            ctx.listener.mail(id);
+        }
+        for id in too_slow {
+            tracing::warn!(client = %id, "queue full: disconnecting a client too slow to keep up");
+            self.inner.destroy(&id);
         }
         Ok(())
     }

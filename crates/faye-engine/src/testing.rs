@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use tokio::time::sleep;
 
-use crate::{ClientId, Engine, EngineContext, EngineEvent, EngineListener};
+use crate::{ClientId, Engine, EngineContext, EngineEvent, EngineListener, Limits, Subscribed};
 
 /// The timeout the suite starts engines with.
 pub const TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The limits the suite starts engines with.
+pub const LIMITS: Limits = Limits { max_subscriptions: 8, max_queue: 4 };
 
 /// A listener that records everything an engine reports.
 #[derive(Default)]
@@ -49,7 +52,7 @@ impl EngineListener for Recorder {
 /// Starts `engine` with a [`Recorder`] and [`TIMEOUT`].
 pub fn start<E: Engine>(engine: E) -> (E, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
-    engine.start(EngineContext { listener: rec.clone(), timeout: TIMEOUT });
+    engine.start(EngineContext { listener: rec.clone(), timeout: TIMEOUT, limits: LIMITS });
     (engine, rec)
 }
 
@@ -130,8 +133,8 @@ pub async fn destroy_unsubscribes_and_reports_disconnect_then_close<E: Engine>(e
 pub async fn subscription_events_fire_only_on_change<E: Engine>(engine: E) {
     let (engine, rec) = start(engine);
     let id = engine.create_client().await.unwrap();
-    assert!(engine.subscribe(&id, "/foo/**").await.unwrap());
-    assert!(!engine.subscribe(&id, "/foo/**").await.unwrap());
+    assert_eq!(engine.subscribe(&id, "/foo/**").await.unwrap(), Subscribed::Added);
+    assert_eq!(engine.subscribe(&id, "/foo/**").await.unwrap(), Subscribed::Unchanged);
     assert!(engine.unsubscribe(&id, "/foo/**").await.unwrap());
     assert!(!engine.unsubscribe(&id, "/foo/**").await.unwrap());
     assert!(!engine.unsubscribe(&id, "/never").await.unwrap());
@@ -210,6 +213,43 @@ pub async fn unsubscribed_clients_receive_nothing<E: Engine>(engine: E) {
     engine.shutdown().await;
 }
 
+/// A client may hold at most `max_subscriptions`; more are refused, silently.
+pub async fn refuses_subscriptions_past_the_limit<E: Engine>(engine: E) {
+    let (engine, rec) = start(engine);
+    let id = engine.create_client().await.unwrap();
+    for i in 0..LIMITS.max_subscriptions {
+        assert_eq!(engine.subscribe(&id, &format!("/c{i}")).await.unwrap(), Subscribed::Added);
+    }
+    assert_eq!(engine.subscribe(&id, "/one/more").await.unwrap(), Subscribed::LimitReached);
+    assert_eq!(engine.subscribe(&id, "/c0").await.unwrap(), Subscribed::Unchanged);
+    engine.publish("/one/more", msg("/one/more", "1")).await.unwrap();
+    assert!(queue_of(&engine, &id).await.is_empty());
+    assert_eq!(rec.events().len(), 1 + LIMITS.max_subscriptions);
+    engine.unsubscribe(&id, "/c0").await.unwrap();
+    assert_eq!(engine.subscribe(&id, "/one/more").await.unwrap(), Subscribed::Added);
+    engine.shutdown().await;
+}
+
+/// A client whose queue is full when a message arrives is destroyed; others are
+/// unaffected.
+pub async fn destroys_a_client_whose_queue_overflows<E: Engine>(engine: E) {
+    let (engine, rec) = start(engine);
+    let slow = engine.create_client().await.unwrap();
+    let fast = engine.create_client().await.unwrap();
+    engine.subscribe(&slow, "/feed").await.unwrap();
+    engine.subscribe(&fast, "/feed").await.unwrap();
+    for i in 0..LIMITS.max_queue {
+        engine.publish("/feed", msg("/feed", &i.to_string())).await.unwrap();
+        assert_eq!(queue_of(&engine, &fast).await.len(), 1);
+    }
+    assert!(engine.client_exists(&slow).await.unwrap(), "a full queue is still allowed");
+    engine.publish("/feed", msg("/feed", "\"overflow\"")).await.unwrap();
+    assert!(!engine.client_exists(&slow).await.unwrap());
+    assert!(rec.events().ends_with(&[EngineEvent::Disconnect(slow), EngineEvent::Close(slow)]));
+    assert_eq!(queue_of(&engine, &fast).await, [r#"{"channel":"/feed","data":"overflow"}"#]);
+    engine.shutdown().await;
+}
+
 /// Declares one test per conformance check, each on a fresh engine from `$make`.
 ///
 /// ```ignore
@@ -226,6 +266,8 @@ macro_rules! conformance_tests {
             publish_routes_by_name_and_wildcards,
             delivers_once_per_client_per_publish,
             unsubscribed_clients_receive_nothing,
+            refuses_subscriptions_past_the_limit,
+            destroys_a_client_whose_queue_overflows,
         );
     };
     (@each #[$attr:meta] $make:expr; $($check:ident),* $(,)?) => {$(

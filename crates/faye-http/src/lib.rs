@@ -71,6 +71,8 @@ pub struct FayeOptions {
     max_request_bytes: usize,
     max_batch: usize,
     ping: Option<Duration>,
+    header_timeout: Duration,
+    body_timeout: Duration,
     allowed_origins: Option<Vec<String>>,
     client_script: Option<assets::ClientScript>,
 }
@@ -82,6 +84,8 @@ impl Default for FayeOptions {
             max_request_bytes: 1 << 20,
             max_batch: 1000,
             ping: None,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             allowed_origins: None,
             client_script: None,
         }
@@ -109,6 +113,20 @@ impl FayeOptions {
     /// The most messages in one request batch (default 1000; Faye has no limit).
     pub fn max_batch(mut self, messages: usize) -> Self {
         self.max_batch = messages;
+        self
+    }
+
+    /// How long [`serve`] waits for a request's headers (default 10 s; Faye has no
+    /// limit). Slower connections are closed.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// How long a request body may take to arrive (default 30 s; Faye has no
+    /// limit). Slower requests get 408.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
         self
     }
 

@@ -98,13 +98,18 @@ where
 {
     let (parts, body) = req.into_parts();
     let max = svc.shared.options.max_request_bytes;
-    let body = match Limited::new(body, max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let read =
+        tokio::time::timeout(svc.shared.options.body_timeout, Limited::new(body, max).collect());
+    let body = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             let why = format!("Payload too large: the request body limit is {max} bytes");
             return Refused::TooLarge(why).response();
         }
-        Err(_) => return bad_request(),
+        Ok(Err(_)) => return bad_request(),
+        Err(_) => {
+            return text(StatusCode::REQUEST_TIMEOUT, "Request timeout: the body was too slow");
+        }
     };
     let json =
         parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use faye_engine::Engine;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -52,7 +52,13 @@ pub async fn serve<E: Engine>(
     faye: FayeService<E>,
     signal: impl Future<Output = ()>,
 ) {
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // Without a timer hyper enforces no header timeout: a client sending one byte a
+    // minute would hold its connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(faye.shared.options.header_timeout);
     let graceful = GracefulShutdown::new();
     let mut signal = std::pin::pin!(signal);
     loop {

@@ -340,3 +340,28 @@ async fn shutdown_answers_held_connects_and_closes_websockets() {
     assert!(matches!(closed, Some(Ok(Message::Close(_))) | None), "{closed:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
+    let opts = FayeOptions::default().header_timeout(Duration::from_millis(300));
+    let (addr, _faye) = start(opts).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"POST /bayeux HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let read = timeout(Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+    assert!(!handshake(addr).await.is_empty(), "and keeps serving others");
+}
+
+#[tokio::test]
+async fn a_body_that_arrives_too_slowly_gets_408() {
+    let (addr, _faye) =
+        start(FayeOptions::default().body_timeout(Duration::from_millis(300))).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = "POST /bayeux HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[{";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut reply = vec![0; 512];
+    let n = timeout(Duration::from_secs(3), stream.read(&mut reply)).await.unwrap().unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+}

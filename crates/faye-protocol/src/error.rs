@@ -14,6 +14,8 @@ pub enum ErrorCode {
     ChannelForbidden,
     /// 405 `Invalid channel`
     ChannelInvalid,
+    /// 403 `Too many subscriptions` (faye-rs only: a client reached its limit)
+    SubscriptionLimit,
     /// 500 `Internal server error` (Faye never sends it; faye-rs does when its
     /// engine fails, so that nothing is reported as accepted that was not)
     ServerError,
@@ -28,6 +30,7 @@ impl ErrorCode {
             Self::ParameterMissing => 402,
             Self::ChannelForbidden => 403,
             Self::ChannelInvalid => 405,
+            Self::SubscriptionLimit => 403,
             Self::ServerError => 500,
         }
     }
@@ -40,6 +43,7 @@ impl ErrorCode {
             Self::ParameterMissing => "Missing required parameter",
             Self::ChannelForbidden => "Forbidden channel",
             Self::ChannelInvalid => "Invalid channel",
+            Self::SubscriptionLimit => "Too many subscriptions",
             Self::ServerError => "Internal server error",
         }
     }
@@ -88,6 +92,11 @@ impl BayeuxError {
     /// `405:<channel>:Invalid channel`.
     pub fn channel_invalid(channel: impl Into<String>) -> Self {
         Self::new(ErrorCode::ChannelInvalid, channel)
+    }
+
+    /// `403:<channel>:Too many subscriptions`.
+    pub fn subscription_limit(channel: impl Into<String>) -> Self {
+        Self::new(ErrorCode::SubscriptionLimit, channel)
     }
 
     /// `500::Internal server error`.

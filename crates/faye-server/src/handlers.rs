@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use faye_engine::{ClientId, Engine};
+use faye_engine::{ClientId, Engine, Subscribed};
 use faye_protocol::{
     BAYEUX_VERSION, BayeuxError, CONNECTION_TYPES, Message, MetaChannel, channel, encode_delivery,
     is_truthy, js_string,
@@ -83,6 +83,10 @@ impl<E: Engine> Server<E> {
             }
         };
         vec![Reply::message(reply)]
+    }
+
+    fn valid_length(&self, channel: &str) -> bool {
+        channel.len() <= self.shared.options.max_channel_length
     }
 
     /// Faye's `_advize`, for handshake and connect replies.
@@ -290,7 +294,7 @@ impl<E: Engine> Server<E> {
             if !local && !channel::is_subscribable(&name) {
                 reply.error = Some(BayeuxError::channel_forbidden(name.as_str()).into());
             }
-            if !channel::is_valid(&name) {
+            if !self.valid_length(&name) || !channel::is_valid(&name) {
                 reply.error = Some(BayeuxError::channel_invalid(name.as_str()).into());
             }
             if reply.error.is_some() {
@@ -299,12 +303,19 @@ impl<E: Engine> Server<E> {
             let done = if subscribe {
                 self.engine().subscribe(&client, &name).await
             } else {
-                self.engine().unsubscribe(&client, &name).await
+                self.engine().unsubscribe(&client, &name).await.map(|_| Subscribed::Unchanged)
             };
-            if let Err(e) = done {
-                tracing::error!(error = %e, "engine failed to change a subscription");
-                reply.error = Some(BayeuxError::server_error().into());
-                break;
+            match done {
+                Ok(Subscribed::LimitReached) => {
+                    reply.error = Some(BayeuxError::subscription_limit(name.as_str()).into());
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "engine failed to change a subscription");
+                    reply.error = Some(BayeuxError::server_error().into());
+                    break;
+                }
             }
         }
         finish(reply)
@@ -313,7 +324,7 @@ impl<E: Engine> Server<E> {
     async fn publish(&self, msg: Message) -> Message {
         let mut reply = make_response(&msg);
         let name = msg.channel.as_deref().unwrap_or("");
-        if !channel::is_name(name) {
+        if !self.valid_length(name) || !channel::is_name(name) {
             reply.error = Some(BayeuxError::channel_invalid(name).into());
         }
         if msg.data.is_none() {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use faye_engine::{Engine, EngineContext};
+use faye_engine::{Engine, EngineContext, Limits};
 use faye_protocol::Message;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -49,11 +49,18 @@ pub use socket::{Push, Socket};
 pub struct ServerOptions {
     timeout: Duration,
     interval: Duration,
+    limits: Limits,
+    max_channel_length: usize,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(60), interval: Duration::ZERO }
+        Self {
+            timeout: Duration::from_secs(60),
+            interval: Duration::ZERO,
+            limits: Limits::default(),
+            max_channel_length: 1024,
+        }
     }
 }
 
@@ -70,6 +77,30 @@ impl ServerOptions {
     /// `interval`, default 0).
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
+        self
+    }
+
+    /// Most channels and patterns one client may subscribe to (default 1000; Faye
+    /// has no limit). Past it, `/meta/subscribe` fails with
+    /// `403:<channel>:Too many subscriptions`.
+    pub fn max_subscriptions_per_client(mut self, max: usize) -> Self {
+        self.limits.max_subscriptions = max;
+        self
+    }
+
+    /// Most messages queued for one client (default 10 000; Faye has no limit). A
+    /// client whose queue is full when another message arrives is too slow to keep
+    /// up: its session is ended, so its Faye client re-handshakes and knows it
+    /// missed messages. Other clients are unaffected.
+    pub fn max_queue_per_client(mut self, max: usize) -> Self {
+        self.limits.max_queue = max;
+        self
+    }
+
+    /// Longest channel name, in bytes (default 1024; Faye has no limit). Longer
+    /// names are answered `405:<channel>:Invalid channel`.
+    pub fn max_channel_length(mut self, max: usize) -> Self {
+        self.max_channel_length = max;
         self
     }
 
@@ -180,7 +211,11 @@ impl<E: Engine> Server<E> {
     /// Starts `engine` and builds a server over it.
     pub fn new(engine: E, options: ServerOptions) -> Self {
         let registry = Arc::new(Registry::default());
-        engine.start(EngineContext { listener: registry.clone(), timeout: options.timeout });
+        engine.start(EngineContext {
+            listener: registry.clone(),
+            timeout: options.timeout,
+            limits: options.limits,
+        });
         Self {
             shared: Arc::new(Shared { engine, registry, extensions: CowList::default(), options }),
         }

@@ -193,3 +193,53 @@ async fn a_socket_is_bound_only_by_a_valid_connect_and_closed_by_disconnect() {
     assert_eq!(reply[0]["successful"], true);
     assert!(start.elapsed() < T, "disconnect answered the held connect");
 }
+
+#[tokio::test]
+async fn limits_refuse_extra_subscriptions_and_overlong_channels() {
+    let server = Server::new(
+        MemoryEngine::new(),
+        ServerOptions::default().max_subscriptions_per_client(2).max_channel_length(16),
+    );
+    let id = handshake(&server).await;
+    let reply = send(
+        &server,
+        json!({"channel":"/meta/subscribe","clientId":id,"subscription":["/a","/b","/c","/d"]}),
+    )
+    .await;
+    assert_eq!(reply[0]["error"], "403:/c:Too many subscriptions");
+    let long = format!("/{}", "x".repeat(16));
+    let reply =
+        send(&server, json!({"channel":"/meta/unsubscribe","clientId":id,"subscription":long}))
+            .await;
+    assert_eq!(reply[0]["error"], format!("405:{long}:Invalid channel"));
+    let reply = send(&server, json!({"channel":long,"data":1})).await;
+    assert_eq!(reply[0]["error"], format!("405:{long}:Invalid channel"));
+    // The two that fit were subscribed.
+    send(&server, json!({"channel":"/b","data":"kept"})).await;
+    let mut quick = connect(&id);
+    quick["advice"] = json!({"timeout": 0});
+    assert_eq!(send(&server, quick).await[1], json!({"channel":"/b","data":"kept"}));
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected_and_others_keep_receiving() {
+    let server = Server::new(MemoryEngine::new(), ServerOptions::default().max_queue_per_client(3));
+    let slow = handshake(&server).await;
+    let fast = handshake(&server).await;
+    for id in [&slow, &fast] {
+        subscribe(&server, id, "/feed").await;
+    }
+    let quick = |id: &str| {
+        let mut c = connect(id);
+        c["advice"] = json!({"timeout": 0});
+        c
+    };
+    for i in 0..5 {
+        send(&server, json!({"channel":"/feed","data":i})).await;
+        let reply = send(&server, quick(&fast)).await;
+        assert_eq!(reply[1]["data"], i, "the fast client drains as it goes");
+    }
+    let reply = send(&server, quick(&slow)).await;
+    assert_eq!(reply[0]["error"], format!("401:{slow}:Unknown client"));
+    assert_eq!(reply[0]["advice"], json!({"reconnect":"handshake"}));
+}
