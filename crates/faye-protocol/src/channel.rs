@@ -84,3 +84,55 @@ pub fn expand(name: &str) -> Vec<String> {
     }
     keys
 }
+
+/// The shape of a valid name or pattern: its literal segments, and what may follow.
+struct Shape<'a> {
+    literals: Vec<&'a str>,
+    /// How many segments a matching channel has: `(min, max)`, `max = None` for any.
+    len: (usize, Option<usize>),
+}
+
+fn shape(name: &str) -> Option<Shape<'_>> {
+    let mut segs = segments(name, true)?;
+    let n = segs.len();
+    let len = match *segs.last()? {
+        "*" => (n, Some(n)),
+        "**" => (n, None),
+        _ => return Some(Shape { literals: segs, len: (n, Some(n)) }),
+    };
+    segs.pop();
+    Some(Shape { literals: segs, len })
+}
+
+/// Whether a publish to the channel `name` reaches subscribers of `pattern` (a name
+/// or a pattern). Invalid input matches nothing.
+///
+/// ```
+/// use faye_protocol::channel::matches;
+/// assert!(matches("/foo/**", "/foo/a/b") && matches("/foo/*", "/foo/a") && matches("/foo", "/foo"));
+/// assert!(!matches("/foo/*", "/foo/a/b") && !matches("/foo/**", "/foo"));
+/// ```
+pub fn matches(pattern: &str, name: &str) -> bool {
+    is_name(name) && expand(name).iter().any(|key| key == pattern)
+}
+
+/// Whether some channel is matched by both `a` and `b` (names or patterns): a
+/// subscriber of one could receive a message meant for the other.
+///
+/// ```
+/// use faye_protocol::channel::overlaps;
+/// assert!(overlaps("/**", "/private/x") && overlaps("/private/*", "/private/**"));
+/// assert!(!overlaps("/*", "/private/**") && !overlaps("/public/**", "/private/**"));
+/// ```
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let (Some(a), Some(b)) = (shape(a), shape(b)) else { return false };
+    // Where both have literal segments they must agree; beyond the shorter list of
+    // literals the shorter side only has wildcards, which accept anything.
+    let agree = a.literals.iter().zip(&b.literals).all(|(x, y)| x == y);
+    let min = a.len.0.max(b.len.0);
+    let max = match (a.len.1, b.len.1) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    };
+    agree && max.is_none_or(|max| min <= max)
+}

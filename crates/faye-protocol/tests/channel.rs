@@ -120,3 +120,40 @@ proptest! {
         prop_assert_eq!(is_pattern(&s), faye_pattern().is_match(&s), "pattern {:?}", s);
     }
 }
+
+/// Every channel of up to four segments over a tiny alphabet: enough to witness any
+/// overlap between the patterns generated below.
+fn all_channels() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut level = vec![String::new()];
+    for _ in 0..4 {
+        level = level.iter().flat_map(|p| ["a", "b"].map(|s| format!("{p}/{s}"))).collect();
+        out.extend(level.iter().cloned());
+    }
+    out
+}
+
+fn small_pattern() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(prop_oneof![Just("a"), Just("b")], 0..3),
+        prop_oneof![Just("a"), Just("b"), Just("*"), Just("**")],
+    )
+        .prop_map(|(segs, last)| {
+            format!("/{}", segs.into_iter().chain([last]).collect::<Vec<_>>().join("/"))
+        })
+}
+
+proptest! {
+    #[test]
+    fn overlaps_agrees_with_brute_force(a in small_pattern(), b in small_pattern()) {
+        use faye_protocol::channel::{matches, overlaps};
+        let witness = all_channels().into_iter().any(|c| matches(&a, &c) && matches(&b, &c));
+        prop_assert_eq!(overlaps(&a, &b), witness, "{} and {}", a, b);
+        prop_assert_eq!(overlaps(&a, &b), overlaps(&b, &a));
+    }
+
+    #[test]
+    fn matches_agrees_with_the_naive_matcher(ch in channel(), pat in pattern()) {
+        prop_assert_eq!(faye_protocol::channel::matches(&pat, &ch), naive_matches(&pat, &ch));
+    }
+}

@@ -28,6 +28,7 @@ use faye_protocol::Message;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+mod auth;
 mod client;
 mod connection;
 mod cow_list;
@@ -36,6 +37,7 @@ mod handlers;
 mod monitor;
 mod socket;
 
+pub use auth::TokenAuth;
 pub use client::{ClientError, Delivery, LocalClient, Subscription};
 use connection::Registry;
 use cow_list::CowList;
