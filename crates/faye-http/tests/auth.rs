@@ -33,7 +33,9 @@ async fn start() -> (SocketAddr, Server<MemoryEngine>) {
 enum Transport {
     Post,
     Jsonp,
-    WebSocket(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>),
+    WebSocket(
+        Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
+    ),
 }
 
 async fn http(addr: SocketAddr, request: String) -> String {
@@ -95,7 +97,7 @@ async fn transports(addr: SocketAddr) -> Vec<(&'static str, Transport)> {
     vec![
         ("long-polling", Transport::Post),
         ("callback-polling", Transport::Jsonp),
-        ("websocket", Transport::WebSocket(ws)),
+        ("websocket", Transport::WebSocket(Box::new(ws))),
     ]
 }
 
