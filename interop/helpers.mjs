@@ -1,6 +1,7 @@
 // Helpers for the interop tests: run `faye serve`, bounded waits, and an
 // instrumented official faye@1.4.3 Node client.
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import faye from 'faye';
@@ -11,6 +12,16 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const FAYE_BIN = process.env.FAYE_BIN
   ? path.resolve(process.env.FAYE_BIN)
   : path.resolve(here, '..', 'target', 'debug', 'faye');
+
+// The embedding example (crates/faye-http/examples/axum_app.rs):
+// $FAYE_EXAMPLE_BIN, else <repo>/target/debug/examples/axum_app
+// (build it with `cargo build -p faye-http --examples`).
+export const FAYE_EXAMPLE_BIN = process.env.FAYE_EXAMPLE_BIN
+  ? path.resolve(process.env.FAYE_EXAMPLE_BIN)
+  : path.resolve(here, '..', 'target', 'debug', 'examples', 'axum_app');
+
+// The official browser client, as installed by `npm ci`.
+export const FAYE_BROWSER_JS = path.resolve(here, 'node_modules', 'faye', 'client', 'faye-browser-min.js');
 
 // The Faye client honours http_proxy/https_proxy (and ignores no_proxy), which
 // would send our 127.0.0.1 traffic to a proxy. The tests only talk to localhost.
@@ -23,12 +34,12 @@ const LISTENING = /^faye-rs listening on (http:\/\/127\.0\.0\.1:(\d+)\/bayeux)$/
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// Polls `predicate` until it returns something truthy (which is returned);
-// rejects after `ms` milliseconds.
+// Polls `predicate` (which may be async) until it returns something truthy
+// (which is returned); rejects after `ms` milliseconds.
 export async function waitFor(predicate, ms = 5000, what = 'condition') {
   const deadline = Date.now() + ms;
   for (;;) {
-    const value = predicate();
+    const value = await predicate();
     if (value) return value;
     if (Date.now() >= deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(20);
@@ -68,7 +79,19 @@ process.on('exit', () => { for (const proc of live) proc.kill('SIGKILL'); });
 function spawnServer(port, timeout) {
   const args = ['serve', '--host', '127.0.0.1', '--port', String(port),
     '--mount', '/bayeux', '--timeout', String(timeout)];
-  const proc = spawn(FAYE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawnUntilLine({ bin: FAYE_BIN, args, pattern: LISTENING }).then((server) => {
+    const [, url, port] = server.match;
+    return { ...server, url, port: Number(port) };
+  });
+}
+
+// Spawns `bin args` and resolves once its first stdout line matches `pattern`
+// (within 10 s), with { match, proc, stop(), stderr() }. `stop()` sends
+// `stopSignal`, then SIGKILL after 5 s, and resolves { code, signal }.
+// Rejects (and kills the process) on any other first line, or if it exits
+// early or cannot be started.
+export function spawnUntilLine({ bin, args = [], env, pattern, stopSignal = 'SIGTERM' }) {
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
   let stderr = '';
   proc.stderr.setEncoding('utf8');
   proc.stderr.on('data', (chunk) => { stderr = (stderr + chunk).slice(-20000); });
@@ -80,7 +103,7 @@ function spawnServer(port, timeout) {
     if (proc.exitCode !== null || proc.signalCode !== null) {
       return { code: proc.exitCode, signal: proc.signalCode };
     }
-    proc.kill('SIGTERM');
+    proc.kill(stopSignal);
     const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
     const [code, signal] = await exited;
     clearTimeout(timer);
@@ -95,10 +118,10 @@ function spawnServer(port, timeout) {
       settled = true;
       clearTimeout(timer);
       proc.kill('SIGKILL');
-      reject(new Error(`${FAYE_BIN} ${args.join(' ')}: ${why}\nstdout: ${stdout}\nstderr: ${stderr}`));
+      reject(new Error(`${bin} ${args.join(' ')}: ${why}\nstdout: ${stdout}\nstderr: ${stderr}`));
     };
     const onExit = (code, signal) => fail(`exited early (code ${code}, signal ${signal})`);
-    const timer = setTimeout(() => fail('no listening line within 10 s'), 10000);
+    const timer = setTimeout(() => fail('no start-up line within 10 s'), 10000);
     proc.on('error', (error) => fail(`could not start: ${error.message}`));
     proc.on('exit', onExit);
     proc.stdout.setEncoding('utf8');
@@ -107,13 +130,47 @@ function spawnServer(port, timeout) {
       stdout += chunk;
       if (!stdout.includes('\n')) return;
       const line = stdout.split('\n')[0];
-      const match = LISTENING.exec(line);
+      const match = pattern.exec(line);
       if (!match) return fail(`unexpected first line ${JSON.stringify(line)}`);
       settled = true;
       clearTimeout(timer);
       proc.removeListener('exit', onExit);
-      resolve({ url: match[1], port: Number(match[2]), proc, stop, stderr: () => stderr });
+      resolve({ match, proc, stop, stderr: () => stderr });
     });
+  });
+}
+
+const APP_LINE = /^app on (http:\/\/127\.0\.0\.1:(\d+))\/ with Faye at (\/\S+)$/;
+
+// Starts the axum example app on a free port, serving the official browser
+// client at <mount>/client.js. Resolves { origin, port, endpoint, proc,
+// stderr(), stop() }; `endpoint` is the absolute Faye URL. The app shuts down
+// gracefully on SIGINT (Ctrl-C), so that is what stop() sends.
+export async function startExampleApp() {
+  const env = { ...process.env, PORT: '0', FAYE_CLIENT_JS: FAYE_BROWSER_JS };
+  const app = await spawnUntilLine({
+    bin: FAYE_EXAMPLE_BIN, env, pattern: APP_LINE, stopSignal: 'SIGINT',
+  });
+  const [, origin, port, mount] = app.match;
+  return { ...app, origin, port: Number(port), endpoint: origin + mount };
+}
+
+// A plain HTTP server on 127.0.0.1 (random port) that answers every GET with
+// `html`. Resolves { origin, close() }.
+export function startPageServer(html) {
+  const server = http.createServer((request, response) => {
+    response.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+    response.end(html);
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve({
+      origin: `http://127.0.0.1:${server.address().port}`,
+      close: () => new Promise((done) => {
+        server.closeAllConnections();
+        server.close(() => done());
+      }),
+    }));
   });
 }
 

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Interop tests: the official faye@1.4.3 Node client against `faye serve`.
+# Interop tests: the official faye@1.4.3 clients against faye-rs.
+#   faye.test.mjs     the Node client against `faye serve`
+#   browser.test.mjs  the browser client in headless Chromium (playwright-core
+#                     driving /usr/bin/chromium) against the axum example app
 # Usage: bash interop/run.sh   (from any directory)
-# The server binary is $FAYE_BIN, default <repo>/target/debug/faye
-# (build it with `cargo build -p faye-cli`).
+# $FAYE_BIN, default <repo>/target/debug/faye (`cargo build -p faye-cli`).
+# $FAYE_EXAMPLE_BIN, default <repo>/target/debug/examples/axum_app
+# (`cargo build -p faye-http --examples`).
+# Needs Debian's Chromium (`apt-get install chromium`); no browser is downloaded.
 set -euo pipefail
-# A relative FAYE_BIN is relative to the caller's directory.
+# Relative paths are relative to the caller's directory.
 if [[ -n "${FAYE_BIN:-}" ]]; then export FAYE_BIN="$(realpath -m -- "$FAYE_BIN")"; fi
+if [[ -n "${FAYE_EXAMPLE_BIN:-}" ]]; then export FAYE_EXAMPLE_BIN="$(realpath -m -- "$FAYE_EXAMPLE_BIN")"; fi
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
-node --test --test-reporter=spec faye.test.mjs
+node --test --test-reporter=spec faye.test.mjs browser.test.mjs

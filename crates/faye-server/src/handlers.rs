@@ -202,9 +202,17 @@ impl<E: Engine> Server<E> {
                 self.hold(&conn, hold).await;
                 Vec::new()
             }
-            // An EventSource client's connects only ping: its messages go down its
-            // stream, which this request must not take over.
-            None if eventsource && self.shared.registry.has_socket(&client) => Vec::new(),
+            // The client has a live socket (an EventSource stream, or a WebSocket):
+            // its messages go down the socket, which an HTTP connect must not take
+            // over. The connect only pings, as in Faye. (The browser client sends a
+            // long-polling connect right after opening its EventSource stream.)
+            None if self.shared.registry.has_socket(&client) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(hold) => {}
+                    _ = self.shared.registry.shutdown.cancelled() => {}
+                }
+                Vec::new()
+            }
             None => self.poll(client, hold).await,
         };
         reply.advice = Some(self.advice(&reply, eventsource));

@@ -243,3 +243,24 @@ async fn a_slow_consumer_is_disconnected_and_others_keep_receiving() {
     assert_eq!(reply[0]["error"], format!("401:{slow}:Unknown client"));
     assert_eq!(reply[0]["advice"], json!({"reconnect":"handshake"}));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_http_connect_does_not_take_deliveries_away_from_a_socket() {
+    // The browser opens its EventSource stream, then sends a long-polling connect.
+    let server = server();
+    let id = handshake(&server).await;
+    subscribe(&server, &id, "/es").await;
+    let socket =
+        server.socket(Some(RequestInfo { transport: "eventsource", ..Default::default() }));
+    assert!(socket.attach(&id).await);
+    let mut quick = connect(&id);
+    quick["advice"] = json!({"timeout": 0});
+    assert_eq!(send(&server, quick).await.as_array().unwrap().len(), 1);
+    send(&server, json!({"channel":"/es","data":1})).await;
+    let Push::Messages(pushed) = socket.next_push().await else { panic!("expected a push") };
+    assert_eq!(pushed, [bytes::Bytes::from(r#"{"channel":"/es","data":1}"#)]);
+    // Once the socket is gone, HTTP connects deliver again.
+    drop(socket);
+    send(&server, json!({"channel":"/es","data":2})).await;
+    assert_eq!(send(&server, connect(&id)).await[1], json!({"channel":"/es","data":2}));
+}

@@ -1,0 +1,458 @@
+// The official faye@1.4.3 BROWSER client (faye-browser-min.js from npm) in
+// headless Chromium, driven by playwright-core, against the axum embedding
+// example (Faye mounted at /node/myapp/faye). One run per browser transport,
+// with every other transport switched off by client.disable(...) where Faye
+// allows it. Each run checks both what the client says it used and what
+// Chromium saw on the wire, since Faye silently falls back to another
+// transport when one fails.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { chromium } from 'playwright-core';
+import {
+  FAYE_BROWSER_JS, FAYE_EXAMPLE_BIN, sleep, startExampleApp, startPageServer, waitFor,
+} from './helpers.mjs';
+
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const LAUNCH_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic',
+  '--no-first-run', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync'];
+const TEST_TIMEOUT = 30_000;
+const WAIT_MS = 10_000; // every wait on the browser is bounded by this
+const QUIET_MS = 300;   // listen this long to be sure nothing else arrives
+
+// How the client's traffic can look on the wire (see classify() below):
+//   xhr    same-origin XHR POST, JSON body            (long-polling, and eventsource's sends)
+//   cors   cross-origin XHR POST, `message=` form body (cross-origin-long-polling)
+//   jsonp  <script> GET with ?message=...&jsonp=...   (callback-polling)
+//   ws     WebSocket frames                            (websocket)
+//   es     EventSource stream                          (eventsource)
+const KINDS = ['xhr', 'cors', 'jsonp', 'ws', 'es'];
+
+// Faye 1.4.3's browser transports, in its preference order
+// (src/transport/browser_transports.js). Transport selection
+// (src/transport/transport.js, Transport.get) runs twice:
+//  - for the handshake, among MANDATORY_CONNECTION_TYPES only
+//    (long-polling, callback-polling): so the handshake is always sent by XHR
+//    (same origin) or JSON-P (cross-origin). That is expected.
+//  - after the handshake, among the server's supportedConnectionTypes: the
+//    first enabled type that is usable wins.
+//
+//   crossOrigin  the page is served from another origin than the endpoint
+//   disable      what client.disable() switches off
+//   handshake    wire kind carrying /meta/handshake
+//   connects     wire kind carrying every /meta/connect
+//   delivery     wire kind the published message must arrive by (and no other)
+//   absent       wire kinds that must not be used at all
+const TRANSPORTS = [
+  {
+    name: 'websocket',
+    crossOrigin: false,
+    // long-polling stays enabled: the handshake needs it.
+    disable: ['eventsource', 'cross-origin-long-polling', 'callback-polling'],
+    handshake: 'xhr', connects: 'ws', delivery: 'ws', absent: ['cors', 'jsonp', 'es'],
+  },
+  {
+    name: 'eventsource',
+    crossOrigin: false,
+    // long-polling stays enabled: the handshake needs it, and the eventsource
+    // transport sends all its messages (including /meta/connect) by XHR POST;
+    // only deliveries come down the EventSource stream.
+    disable: ['websocket', 'cross-origin-long-polling', 'callback-polling'],
+    handshake: 'xhr', connects: 'xhr', delivery: 'es', absent: ['ws', 'cors', 'jsonp'],
+  },
+  {
+    name: 'long-polling',
+    crossOrigin: false,
+    disable: ['websocket', 'eventsource', 'cross-origin-long-polling', 'callback-polling'],
+    handshake: 'xhr', connects: 'xhr', delivery: 'xhr', absent: ['ws', 'es', 'cors', 'jsonp'],
+  },
+  {
+    name: 'cross-origin-long-polling',
+    crossOrigin: true,
+    // callback-polling cannot be disabled here: cross-origin, the only usable
+    // handshake type (long-polling needs the same origin, and
+    // cross-origin-long-polling is not in MANDATORY_CONNECTION_TYPES) is
+    // callback-polling; with it disabled the client throws "Could not find a
+    // usable connection type". So the handshake goes by JSON-P, and everything
+    // after it must go by CORS POST (it precedes callback-polling in the order).
+    // eventsource and long-polling are same-origin only, but are disabled too.
+    disable: ['websocket', 'eventsource', 'long-polling'],
+    handshake: 'jsonp', connects: 'cors', delivery: 'cors', absent: ['ws', 'es', 'xhr'],
+  },
+  {
+    name: 'callback-polling',
+    crossOrigin: true,
+    disable: ['websocket', 'eventsource', 'long-polling', 'cross-origin-long-polling'],
+    handshake: 'jsonp', connects: 'jsonp', delivery: 'jsonp', absent: ['ws', 'es', 'xhr', 'cors'],
+  },
+];
+
+// Records the client's traffic as Chromium saw it: every request to the Faye
+// endpoint (classified into a wire kind, with the Bayeux messages it carried
+// and, once finished, the messages in its response), WebSocket frames, and
+// EventSource messages (through the DevTools protocol, which Playwright does
+// not expose otherwise).
+async function recordWire(context, page, endpoint) {
+  const wire = {
+    requests: [],   // { kind, method, url, headers, body, sent: [messages], response? }
+    sockets: [],    // { url, sent: [[messages]], received: [[messages]] }
+    events: [],     // EventSource messages: [[messages]]
+    failures: [],   // requests that failed: 'METHOD url: error'
+    pending: new Set(),
+  };
+  const entries = new Map(); // Playwright Request -> entry
+
+  page.on('request', (request) => {
+    const url = new URL(request.url());
+    const base = new URL(endpoint);
+    if (url.origin !== base.origin || !url.pathname.startsWith(base.pathname)) return;
+    if (url.pathname.endsWith('.js')) return; // client.js
+    const entry = classify(request, url);
+    entry.headers = request.headers(); // provisional; replaced by allHeaders() once finished
+    wire.requests.push(entry);
+    entries.set(request, entry);
+  });
+  // Responses are read once complete (a held /meta/connect may never be).
+  page.on('requestfinished', (request) => {
+    const entry = entries.get(request);
+    if (!entry) return;
+    const done = (async () => {
+      entry.headers = await request.allHeaders();
+      const response = await request.response();
+      const text = await response.text();
+      entry.response = {
+        status: response.status(),
+        headers: await response.allHeaders(),
+        text,
+        messages: parseReply(entry.kind, text),
+      };
+    })().catch((error) => { entry.error = String(error?.message ?? error); });
+    wire.pending.add(done);
+    done.finally(() => wire.pending.delete(done));
+  });
+  page.on('requestfailed', (request) => {
+    wire.failures.push(`${request.method()} ${request.url()}: ${request.failure()?.errorText}`);
+  });
+
+  page.on('websocket', (socket) => {
+    const entry = { url: socket.url(), sent: [], received: [] };
+    wire.sockets.push(entry);
+    socket.on('framesent', ({ payload }) => entry.sent.push([].concat(JSON.parse(payload))));
+    socket.on('framereceived', ({ payload }) => entry.received.push([].concat(JSON.parse(payload))));
+  });
+
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  cdp.on('Network.eventSourceMessageReceived', ({ data }) => {
+    wire.events.push([].concat(JSON.parse(data)));
+  });
+
+  // Messages sent (`out`) or received (`in`) by wire `kind`.
+  wire.messages = (kind, direction) => {
+    if (kind === 'ws') {
+      return wire.sockets.flatMap((s) => (direction === 'out' ? s.sent : s.received).flat());
+    }
+    if (kind === 'es') return direction === 'out' ? [] : wire.events.flat();
+    return wire.requests.filter((r) => r.kind === kind)
+      .flatMap((r) => (direction === 'out' ? r.sent : r.response?.messages ?? []));
+  };
+  wire.used = (kind) => (kind === 'ws' ? wire.sockets.length > 0
+    : kind === 'es' ? wire.requests.some((r) => r.kind === 'es')
+      : wire.requests.some((r) => r.kind === kind));
+  wire.settle = () => Promise.all([...wire.pending]);
+  wire.describe = () => JSON.stringify({
+    requests: wire.requests.map(({ kind, method, url, sent, response }) =>
+      ({ kind, method, url: url.slice(0, 200), sent, status: response?.status, received: response?.messages })),
+    sockets: wire.sockets, events: wire.events, failures: wire.failures,
+  }).slice(0, 20000);
+  return wire;
+}
+
+// The wire kind of a request to the endpoint, and the messages it sends.
+function classify(request, url) {
+  const method = request.method();
+  const headers = request.headers();
+  const entry = { method, url: request.url(), sent: [] };
+  const body = request.postData() ?? '';
+  if (method === 'GET' && (headers.accept ?? '').includes('text/event-stream')) {
+    entry.kind = 'es';
+  } else if (method === 'GET' && url.searchParams.has('jsonp')) {
+    entry.kind = 'jsonp';
+    entry.sent = [].concat(JSON.parse(url.searchParams.get('message')));
+  } else if (method === 'POST' && (headers['content-type'] ?? '').startsWith('application/json')) {
+    entry.kind = 'xhr';
+    entry.sent = [].concat(JSON.parse(body));
+  } else if (method === 'POST' && body.startsWith('message=')) {
+    entry.kind = 'cors';
+    entry.sent = [].concat(JSON.parse(new URLSearchParams(body).get('message')));
+  } else {
+    entry.kind = 'other';
+  }
+  return entry;
+}
+
+// Bayeux messages in a response body: JSON for POST, `/**/cb([...]);` for JSON-P.
+function parseReply(kind, text) {
+  if (kind === 'jsonp') {
+    const match = /^\/\*\*\/[\w$.]+\(([\s\S]*)\);$/.exec(text);
+    return match ? [].concat(JSON.parse(match[1])) : [];
+  }
+  try { return [].concat(JSON.parse(text)); } catch { return []; }
+}
+
+// In the page: creates a Faye client for `endpoint` with `disable`d
+// transports, records raw incoming/outgoing messages with an extension,
+// subscribes to `channel`. Resolves once subscribed (bounded by `ms`).
+function setUpClient({ endpoint, disable, channel, ms }) {
+  const client = new Faye.Client(endpoint, { retry: 1 });
+  for (const type of disable) client.disable(type);
+  const type = () => client._dispatcher.connectionType;
+  const copy = (message) => JSON.parse(JSON.stringify(message));
+  const rec = { incoming: [], outgoing: [], received: [], events: [] };
+  window.__faye = { client, rec };
+  client.addExtension({
+    incoming(message, callback) { rec.incoming.push({ message: copy(message), via: type() }); callback(message); },
+    outgoing(message, callback) { rec.outgoing.push({ message: copy(message), via: type() }); callback(message); },
+  });
+  client.on('transport:up', () => rec.events.push(`up:${type()}`));
+  client.on('transport:down', () => rec.events.push(`down:${type()}`));
+  const subscription = client.subscribe(channel, (data) => rec.received.push(data));
+  return new Promise((resolve, reject) => {
+    setTimeout(() => reject(new Error(`subscribe to ${channel}: no reply within ${ms} ms`)), ms);
+    subscription.then(() => resolve(true), (error) => reject(new Error(`subscribe: ${error?.message}`)));
+  });
+}
+
+// In the page: publishes `data` to `channel`; resolves once acknowledged.
+function publish({ channel, data, ms }) {
+  const publication = window.__faye.client.publish(channel, data);
+  return new Promise((resolve, reject) => {
+    setTimeout(() => reject(new Error(`publish to ${channel}: no reply within ${ms} ms`)), ms);
+    publication.then(() => resolve(true), (error) => reject(new Error(`publish: ${error?.message}`)));
+  });
+}
+
+// In the page: what the client recorded, and the transport it is on.
+function clientState() {
+  const { client, rec } = window.__faye;
+  return {
+    ...rec,
+    clientId: client._dispatcher.clientId,
+    connectionType: client._dispatcher.connectionType,
+    transportType: client._dispatcher._transport?.connectionType,
+  };
+}
+
+// In the page: disconnects (bounded) and drops the transport.
+function tearDownClient(ms) {
+  const faye = window.__faye;
+  if (!faye) return Promise.resolve();
+  const disconnecting = faye.client.disconnect();
+  const bounded = new Promise((resolve) => {
+    setTimeout(resolve, ms);
+    if (disconnecting) disconnecting.then(resolve, resolve);
+  });
+  return bounded.then(() => { faye.client._dispatcher.close(); });
+}
+
+describe('faye@1.4.3 browser client in headless Chromium', () => {
+  let browser;
+  let app;
+  let pageServer;
+  let context;
+
+  before(async () => {
+    if (!fs.existsSync(CHROMIUM)) {
+      throw new Error(`${CHROMIUM} not found: the browser tests need Debian's Chromium ` +
+        '(`apt-get install chromium`); playwright-core never downloads a browser.');
+    }
+    if (!fs.existsSync(FAYE_EXAMPLE_BIN)) {
+      throw new Error(`${FAYE_EXAMPLE_BIN} not found: build it with ` +
+        '`cargo build -p faye-http --examples`, or set FAYE_EXAMPLE_BIN.');
+    }
+    if (!fs.existsSync(FAYE_BROWSER_JS)) {
+      throw new Error(`${FAYE_BROWSER_JS} not found: run \`npm ci\` in interop/.`);
+    }
+    app = await startExampleApp();
+    // Another origin (same host, another port) for the cross-origin runs. It
+    // loads the client script from the app, as a third-party page would.
+    pageServer = await startPageServer('<!doctype html><meta charset="utf-8">' +
+      `<title>cross-origin page</title><script src="${app.endpoint}/client.js"></script>`);
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS, timeout: 15_000 });
+  });
+
+  afterEach(async () => {
+    const closing = context;
+    context = undefined;
+    if (!closing) return;
+    for (const page of closing.pages()) {
+      await page.evaluate(tearDownClient, 2000).catch(() => {});
+    }
+    await closing.close().catch(() => {});
+  });
+
+  after(async () => {
+    if (browser) await browser.close().catch(() => {});
+    if (pageServer) await pageServer.close();
+    if (app) await app.stop();
+  });
+
+  for (const t of TRANSPORTS) {
+    it(`subscribes, publishes and receives over ${t.name}`, { timeout: TEST_TIMEOUT }, async () => {
+      context = await browser.newContext();
+      const page = await context.newPage();
+      page.setDefaultTimeout(WAIT_MS);
+      const wire = await recordWire(context, page, app.endpoint);
+      const pageErrors = [];
+      page.on('pageerror', (error) => pageErrors.push(String(error)));
+
+      // Same origin: a page of the app itself (/health, so that no other Faye
+      // client runs in it; the app's chat page has its own), with the client
+      // script from the app. Cross-origin: the page server's page.
+      if (t.crossOrigin) {
+        await page.goto(`${pageServer.origin}/`);
+      } else {
+        await page.goto(`${app.origin}/health`);
+        await page.addScriptTag({ url: `${app.endpoint}/client.js` });
+      }
+      await page.waitForFunction(() => typeof window.Faye?.Client === 'function');
+      const pageOrigin = await page.evaluate(() => location.origin);
+      assert.equal(pageOrigin === app.origin, !t.crossOrigin, `page origin ${pageOrigin}`);
+
+      const channel = `/browser/${t.name}`;
+      const elsewhere = `/browser/${t.name}/elsewhere`;
+      const data = { text: `hello over ${t.name}`, n: 7, list: [1, 'two', null, true], nested: { ok: 'héllo ✓' } };
+
+      await page.evaluate(setUpClient, { endpoint: app.endpoint, disable: t.disable, channel, ms: WAIT_MS });
+      // A publish to a channel nobody subscribed to: the server must not
+      // send it to this client (the client would filter it out silently).
+      await page.evaluate(publish, { channel: elsewhere, data: { not: 'for me' }, ms: WAIT_MS });
+      await page.evaluate(publish, { channel, data, ms: WAIT_MS });
+      const state = await waitFor(async () => {
+        const s = await page.evaluate(clientState);
+        return s.received.length >= 1 && s;
+      }, WAIT_MS, `the message over ${t.name}`).catch(async (error) => {
+        await wire.settle();
+        const s = await page.evaluate(clientState).catch((e) => String(e));
+        throw new Error(`${error.message}\nclient: ${JSON.stringify(s)}\nwire: ${wire.describe()}`);
+      });
+      await sleep(QUIET_MS);
+      await wire.settle();
+      const final = await page.evaluate(clientState);
+      const details = `client: ${JSON.stringify({ ...final, incoming: undefined, outgoing: undefined })}\n` +
+        `wire: ${wire.describe()}`;
+
+      // 1. The client says it is on the intended transport.
+      assert.equal(state.connectionType, t.name, details);
+      assert.equal(final.connectionType, t.name, details);
+      assert.equal(final.transportType, t.name, details);
+      assert.ok(!final.events.some((e) => e.startsWith('down')), `transport went down: ${details}`);
+      assert.deepEqual(pageErrors, []);
+
+      // 2. What it received: once, intact. The raw delivery (as it came off
+      //    the wire, before the client's channel filter) has the channel and
+      //    data, no clientId, and arrived while on the intended transport.
+      assert.deepEqual(final.received, [data], details);
+      const deliveries = final.incoming.filter(({ message }) => message.data !== undefined);
+      assert.equal(deliveries.length, 1, `raw deliveries: ${JSON.stringify(deliveries)}`);
+      const [{ message: delivered, via }] = deliveries;
+      assert.equal(delivered.channel, channel);
+      assert.deepEqual(delivered.data, data);
+      assert.ok(!('clientId' in delivered), `delivery carries a clientId: ${JSON.stringify(delivered)}`);
+      assert.equal(via, t.name);
+
+      // 3. What the client sent: the handshake offers every browser type; the
+      //    connects name the transport.
+      const sent = final.outgoing.map(({ message }) => message);
+      const handshake = sent.find((m) => m.channel === '/meta/handshake');
+      assert.deepEqual(handshake.supportedConnectionTypes,
+        ['websocket', 'eventsource', 'long-polling', 'cross-origin-long-polling', 'callback-polling']);
+      const connects = sent.filter((m) => m.channel === '/meta/connect');
+      assert.ok(connects.some((m) => m.connectionType === t.name),
+        `no /meta/connect with connectionType ${t.name}: ${JSON.stringify(connects)}`);
+      if (t.name === 'eventsource') {
+        // The EventSource is opened only after the handshake (it needs the
+        // clientId) and asynchronously, while the client already sends its
+        // first /meta/connect: that one may still say long-polling.
+        assert.ok(connects.every((m) => ['long-polling', 'eventsource'].includes(m.connectionType)),
+          JSON.stringify(connects));
+      } else {
+        assert.ok(connects.every((m) => m.connectionType === t.name), JSON.stringify(connects));
+      }
+
+      // 4. The wire, as Chromium saw it.
+      assert.deepEqual(wire.requests.filter((r) => r.kind === 'other'), [], 'unexpected requests');
+      assert.deepEqual(wire.failures.filter((f) => !/ERR_ABORTED/.test(f)), [], 'failed requests');
+      for (const kind of t.absent) {
+        assert.ok(!wire.used(kind), `${kind} was used in the ${t.name} run: ${wire.describe()}`);
+      }
+      const sentBy = (kind, ch) => wire.messages(kind, 'out').filter((m) => m.channel === ch);
+      assert.equal(sentBy(t.handshake, '/meta/handshake').length, 1,
+        `one /meta/handshake by ${t.handshake}: ${wire.describe()}`);
+      // Every /meta/connect on the wire went by the intended kind (e.g. no
+      // long-poll connect in the websocket run, no JSON-P connect in the
+      // cross-origin-long-polling run).
+      const wireConnects = KINDS.flatMap((kind) => sentBy(kind, '/meta/connect').map((m) => ({ kind, m })));
+      assert.ok(wireConnects.length >= 1, `no /meta/connect on the wire: ${wire.describe()}`);
+      assert.deepEqual([...new Set(wireConnects.map(({ kind }) => kind))], [t.connects], wire.describe());
+      assert.ok(wireConnects.some(({ m }) => m.connectionType === t.name), wire.describe());
+      // The subscribe and both publishes went by the transport too.
+      const sendKind = t.name === 'eventsource' ? 'xhr' : t.delivery;
+      assert.equal(sentBy(sendKind, '/meta/subscribe').length, 1, wire.describe());
+      assert.deepEqual(sentBy(sendKind, channel).map((m) => m.data), [data], wire.describe());
+      assert.equal(sentBy(sendKind, elsewhere).length, 1, wire.describe());
+      // Apart from the handshake, nothing was sent by any other kind.
+      for (const kind of KINDS.filter((k) => k !== sendKind)) {
+        const extra = wire.messages(kind, 'out').filter((m) => m.channel !== '/meta/handshake');
+        assert.deepEqual(extra, [], `sent by ${kind} in the ${t.name} run`);
+      }
+      // The delivery came by the intended kind, and by no other.
+      for (const kind of KINDS) {
+        const got = wire.messages(kind, 'in').filter((m) => m.data !== undefined);
+        if (kind === t.delivery) {
+          assert.equal(got.length, 1, `deliveries by ${kind}: ${JSON.stringify(got)}`);
+          assert.equal(got[0].channel, channel);
+          assert.deepEqual(got[0].data, data);
+          assert.ok(!('clientId' in got[0]), JSON.stringify(got[0]));
+        } else {
+          assert.deepEqual(got, [], `deliveries by ${kind} in the ${t.name} run`);
+        }
+      }
+
+      // 5. Per-transport details of the wire format.
+      const clientId = final.clientId;
+      assert.match(clientId, /^[0-9a-z]+$/);
+      const endpoint = new URL(app.endpoint);
+      if (t.name === 'websocket') {
+        assert.deepEqual(wire.sockets.map((s) => s.url), [`ws://${endpoint.host}${endpoint.pathname}`]);
+      }
+      if (t.name === 'eventsource') {
+        const streams = wire.requests.filter((r) => r.kind === 'es');
+        assert.deepEqual(streams.map((r) => r.url), [`${app.endpoint}/${clientId}`]);
+        assert.match(streams[0].headers.accept, /text\/event-stream/);
+      }
+      for (const request of wire.requests.filter((r) => r.kind === 'xhr')) {
+        assert.equal(request.url, app.endpoint);
+        assert.equal(request.headers['x-requested-with'], 'XMLHttpRequest');
+      }
+      for (const request of wire.requests.filter((r) => r.kind === 'cors' && r.response)) {
+        assert.equal(request.url, app.endpoint);
+        assert.equal(request.headers.origin, pageOrigin);
+        assert.ok(!request.headers['content-type']?.startsWith('application/json'));
+        assert.equal(request.response.status, 200);
+        assert.equal(request.response.headers['access-control-allow-origin'], pageOrigin);
+        assert.equal(request.response.headers['access-control-allow-credentials'], 'true');
+      }
+      for (const request of wire.requests.filter((r) => r.kind === 'jsonp' && r.response)) {
+        const url = new URL(request.url);
+        assert.equal(`${url.origin}${url.pathname}`, app.endpoint);
+        const callback = url.searchParams.get('jsonp');
+        assert.match(callback, /^__jsonp\d+__$/);
+        assert.equal(request.response.status, 200);
+        assert.match(request.response.headers['content-type'], /^text\/javascript/);
+        assert.ok(request.response.text.startsWith(`/**/${callback}(`), request.response.text);
+      }
+    });
+  }
+});
