@@ -1,0 +1,104 @@
+//! Publishing to N subscribers: through the memory engine alone, and through the
+//! whole server (decode, handler, engine, wakeups) with sockets draining.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use faye_engine::{
+    ClientId, Engine, EngineContext, EngineEvent, EngineListener, Limits, MemoryEngine,
+};
+use faye_protocol::decode_batch;
+use faye_server::{Context, Server, ServerOptions};
+use serde_json::json;
+
+struct Nop;
+impl EngineListener for Nop {
+    fn mail(&self, _: &ClientId) {}
+    fn event(&self, _: EngineEvent) {}
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn engine_publish(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("engine_publish");
+    for n in [1usize, 100, 1000] {
+        let engine = MemoryEngine::new();
+        let limits = Limits { max_subscriptions: 10, max_queue: usize::MAX };
+        let timeout = std::time::Duration::from_secs(3600);
+        rt.block_on(async {
+            engine.start(EngineContext { listener: Arc::new(Nop), timeout, limits });
+        });
+        let ids: Vec<ClientId> = rt.block_on(async {
+            let mut ids = Vec::new();
+            for _ in 0..n {
+                let id = engine.create_client().await.unwrap();
+                engine.subscribe(&id, "/chat/*").await.unwrap();
+                ids.push(id);
+            }
+            ids
+        });
+        let delivery =
+            bytes::Bytes::from_static(br#"{"channel":"/chat/room","data":{"text":"hello"}}"#);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                rt.block_on(async {
+                    engine.publish(black_box("/chat/room"), delivery.clone()).await.unwrap();
+                    for id in &ids {
+                        black_box(engine.take_queue(id).await.unwrap());
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn server_publish(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("server_publish_to_sockets");
+    for n in [1usize, 100, 1000] {
+        let server = Server::new(MemoryEngine::new(), ServerOptions::default());
+        // n subscribers, each bound to a socket as a WebSocket client would be.
+        let sockets = rt.block_on(async {
+            let mut sockets = Vec::new();
+            for _ in 0..n {
+                let reply = server
+                    .process(
+                        decode_batch(br#"{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}"#).unwrap(),
+                        &Context::local(),
+                    )
+                    .await;
+                let faye_server::Reply::Message(hs) = &reply[0] else { unreachable!() };
+                let id = hs.client_id.clone().unwrap();
+                let sub = json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/chat/*"});
+                server.process(decode_batch(sub.to_string().as_bytes()).unwrap(), &Context::local()).await;
+                let socket = server.socket(None);
+                assert!(socket.attach(&id).await);
+                sockets.push(socket);
+            }
+            sockets
+        });
+        let publish = br#"[{"channel":"/chat/room","data":{"user":"alice","text":"hello, world!"},"id":"1"}]"#;
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let batch = decode_batch(black_box(publish)).unwrap();
+                    black_box(server.process(batch, &Context::local()).await);
+                    for socket in &sockets {
+                        black_box(socket.next_push().await);
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, engine_publish, server_publish);
+criterion_main!(benches);
