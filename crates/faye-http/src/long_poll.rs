@@ -40,17 +40,33 @@ fn valid_callback(name: &str) -> bool {
         })
 }
 
+/// A form-encoded component: `+` is a space, `%XX` a byte. `None` unless the
+/// bytes are UTF-8 (a lenient decoder would swap bad bytes for U+FFFD and publish
+/// altered data).
+fn form_decode(raw: &[u8]) -> Option<String> {
+    let spaced: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    String::from_utf8(percent_encoding::percent_decode(&spaced).collect()).ok()
+}
+
 /// Parameters as Faye reads them: the first `message` and the first `jsonp`.
-fn params(query: &[u8]) -> (Option<String>, Option<String>) {
+/// `Err` if either is not valid UTF-8 once decoded.
+fn params(query: &[u8]) -> Result<(Option<String>, Option<String>), Refused> {
     let (mut message, mut jsonp) = (None, None);
-    for (k, v) in form_urlencoded::parse(query) {
-        match &*k {
-            "message" if message.is_none() => message = Some(v.into_owned()),
-            "jsonp" if jsonp.is_none() => jsonp = Some(v.into_owned()),
-            _ => {}
+    for pair in query.split(|&b| b == b'&') {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let slot = match form_decode(key).as_deref() {
+            Some("message") => &mut message,
+            Some("jsonp") => &mut jsonp,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(form_decode(value).ok_or(Refused::BadRequest)?);
         }
     }
-    (message, jsonp)
+    Ok((message, jsonp))
 }
 
 impl<E: Engine> FayeService<E> {
@@ -121,7 +137,10 @@ where
             Err(_) => return bad_request(),
         }
     } else {
-        params(&body)
+        match params(&body) {
+            Ok(params) => params,
+            Err(refused) => return refused.response(),
+        }
     };
     // Faye validates the callback on POST too, though it never uses it there.
     if !valid_callback(jsonp.as_deref().unwrap_or(DEFAULT_CALLBACK)) {
@@ -142,7 +161,10 @@ where
 
 /// GET: callback-polling (JSON-P), `?message=<json>&jsonp=<callback>`.
 pub(crate) async fn get<E: Engine, B>(svc: &FayeService<E>, req: Request<B>) -> Response<FayeBody> {
-    let (message, jsonp) = params(req.uri().query().unwrap_or("").as_bytes());
+    let (message, jsonp) = match params(req.uri().query().unwrap_or("").as_bytes()) {
+        Ok(params) => params,
+        Err(refused) => return refused.response(),
+    };
     let callback = jsonp.unwrap_or_else(|| DEFAULT_CALLBACK.to_owned());
     let Some(message) = message.filter(|_| valid_callback(&callback)) else {
         return bad_request();
@@ -172,7 +194,7 @@ pub(crate) async fn get<E: Engine, B>(svc: &FayeService<E>, req: Request<B>) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::valid_callback;
+    use super::{params, valid_callback};
 
     #[test]
     fn callbacks_are_dotted_identifiers() {
@@ -182,5 +204,15 @@ mod tests {
         for bad in ["", "42", "a..b", "a.", "alert(1)", "a-b", "a b", "é"] {
             assert!(!valid_callback(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn form_parameters_decode_strictly_and_take_the_first_value() {
+        let (message, jsonp) =
+            params(b"x=%FF&message=%5B1%5D+%C3%A9&message=second&jsonp=cb").ok().unwrap();
+        assert_eq!((message.as_deref(), jsonp.as_deref()), (Some("[1] é"), Some("cb")));
+        assert!(params(b"message=%FF").is_err());
+        assert!(params(b"message=%C3%28").is_err());
+        assert!(params(b"jsonp=\xff").is_err(), "a raw invalid byte too");
     }
 }
