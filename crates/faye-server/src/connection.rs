@@ -79,6 +79,17 @@ impl Registry {
         let _ = self.conns.pin().remove_if(client, |_, cur| Arc::ptr_eq(cur, conn));
     }
 
+    /// Calls the monitoring listeners; the event is built only if there are any.
+    pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
+        let monitors = self.monitors.snapshot();
+        if !monitors.is_empty() {
+            let event = event();
+            for listener in monitors.iter() {
+                listener(&event);
+            }
+        }
+    }
+
     /// Ends every binding (server shutdown).
     pub(crate) fn close_all(&self) {
         self.shutdown.cancel();
@@ -103,13 +114,8 @@ impl EngineListener for Registry {
             EngineEvent::Close(client) => Some(client),
             _ => None,
         };
-        let monitors = self.monitors.snapshot();
-        if !monitors.is_empty()
-            && let Some(event) = Event::from_engine(event)
-        {
-            for listener in monitors.iter() {
-                listener(&event);
-            }
+        if let Some(event) = Event::from_engine(event) {
+            self.emit(|| event);
         }
         if let Some(client) = close
             && let Some(conn) = self.conns.pin().remove(&client)

@@ -50,18 +50,20 @@ impl<E: Engine> Server<E> {
             return Vec::new();
         };
         let mut out = Vec::new();
+        let mut deliveries = Vec::new();
         for reply in self.dispatch(msg, ctx).await {
-            let message = match reply {
-                Reply::Message(m) => *m,
-                Reply::Delivery(bytes) => match serde_json::from_slice(&bytes) {
-                    Ok(m) => m,
-                    Err(_) => continue,
-                },
-            };
-            if let Some(m) = pipe(&extensions, Stage::Outgoing, message, request).await {
-                out.push(Reply::message(m));
+            match reply {
+                Reply::Message(m) => {
+                    if let Some(m) = pipe(&extensions, Stage::Outgoing, *m, request).await {
+                        out.push(Reply::message(m));
+                    }
+                }
+                Reply::Delivery(bytes) => deliveries.push(bytes),
             }
         }
+        // Deliveries only ever follow their connect reply.
+        let deliveries = self.outgoing_deliveries(deliveries, request).await;
+        out.extend(deliveries.into_iter().map(Reply::Delivery));
         out
     }
 

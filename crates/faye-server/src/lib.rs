@@ -287,13 +287,7 @@ impl<E: Engine> Server<E> {
     }
 
     pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
-        let monitors = self.shared.registry.monitors.snapshot();
-        if !monitors.is_empty() {
-            let event = event();
-            for listener in monitors.iter() {
-                listener(&event);
-            }
-        }
+        self.shared.registry.emit(event);
     }
 
     /// Runs deliveries through the outgoing extensions for one recipient. Without
