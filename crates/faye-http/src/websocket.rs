@@ -170,9 +170,13 @@ where
             break None;
         }
     };
-    if let Some(frame) = close {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), sink.send(WsMessage::Close(Some(frame))))
-                .await;
-    }
+    // Send our close frame, or flush the reply tungstenite queued to the client's;
+    // a peer that stopped reading does not hold the task up.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        if let Some(frame) = close {
+            let _ = sink.send(WsMessage::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    })
+    .await;
 }
