@@ -63,6 +63,15 @@ fn a_delivery_drops_the_credential_and_reply_fields_and_keeps_the_rest() {
 }
 
 #[test]
+fn numeric_ids_are_echoed_exactly() {
+    // Found by the decode_messages fuzzer: default float parsing was one unit off.
+    for id in ["1.0715660391465826e-75", "3.0261999441573203e-52", "6.466053826432699e-236", "42"] {
+        let body = format!(r#"{{"id":{id}}}"#);
+        assert_eq!(decode_batch(body.as_bytes()).unwrap()[0].to_json(), body);
+    }
+}
+
+#[test]
 fn a_repeated_key_keeps_the_last_value() {
     let m = &decode_batch(br#"{"channel":"/a","channel":"/b","x":1,"x":2}"#).unwrap()[0];
     assert_eq!(m.channel.as_deref(), Some("/b"));

@@ -228,10 +228,9 @@ impl<E: Engine> Server<E> {
     fn requested_hold(&self, msg: &Message) -> Duration {
         let max = self.shared.options.timeout;
         let asked = msg.advice.as_ref().and_then(|a| a.get("timeout")).and_then(Value::as_f64);
-        match asked {
-            Some(ms) if ms.is_finite() => Duration::from_secs_f64((ms / 1000.0).max(0.0)).min(max),
-            _ => max,
-        }
+        // A number too large for a Duration is simply more than the cap.
+        let asked = asked.and_then(|ms| Duration::try_from_secs_f64((ms / 1000.0).max(0.0)).ok());
+        asked.map_or(max, |hold| hold.min(max))
     }
 
     /// Holds a connect on a socket: deliveries are pushed meanwhile, so the reply is

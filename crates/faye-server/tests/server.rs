@@ -264,3 +264,21 @@ async fn an_http_connect_does_not_take_deliveries_away_from_a_socket() {
     send(&server, json!({"channel":"/es","data":2})).await;
     assert_eq!(send(&server, connect(&id)).await[1], json!({"channel":"/es","data":2}));
 }
+
+#[tokio::test(start_paused = true)]
+async fn any_requested_hold_is_capped_rather_than_a_panic() {
+    // Found by the http_request fuzzer: 6.37e275 ms overflowed Duration.
+    let server = server();
+    let id = handshake(&server).await;
+    for timeout in
+        [json!(1e300), json!(1.8446744073709552e22), json!(-1e300), json!("soon"), json!(null)]
+    {
+        let mut request = connect(&id);
+        request["advice"] = json!({"timeout": timeout});
+        let start = Instant::now();
+        let reply = send(&server, request).await;
+        assert_eq!(reply[0]["successful"], true, "{timeout}");
+        let expected = if timeout == json!(-1e300) { Duration::ZERO } else { T };
+        assert_eq!(start.elapsed(), expected, "{timeout}");
+    }
+}
