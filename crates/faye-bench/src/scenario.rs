@@ -1,0 +1,917 @@
+//! Running a workload: subscribers, publishers, progress, drain, and the ramp to
+//! saturation.
+
+use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures_util::StreamExt as _;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::{sleep, sleep_until, timeout};
+
+use crate::report::{IdleResult, Saturation, ServerUsage, StepResult};
+use crate::stats::{Counts, Latency, Receiver, SharedHistogram, Tally};
+use crate::wire::{self, Delivery, HttpConn, SETUP_TIMEOUT, Target, Ws};
+use crate::{Transport, procfs};
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+fn epoch() -> Instant {
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since the process's benchmark epoch: the clock both ends of every
+/// message share.
+fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+/// A small fast PRNG (xorshift64*), seeded per task.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
+    }
+}
+
+/// What one step runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) target: Target,
+    pub(crate) transport: Transport,
+    pub(crate) clients: usize,
+    pub(crate) rooms: usize,
+    pub(crate) rooms_per_client: usize,
+    pub(crate) publishers: usize,
+    /// Messages/s.
+    pub(crate) rate: f64,
+    /// Pause between batches at the nominal batch size; the batch size follows
+    /// from the rate.
+    pub(crate) pause: Duration,
+    pub(crate) duration: Duration,
+    pub(crate) drain: Duration,
+    pub(crate) message_size: usize,
+    pub(crate) server_pid: Option<u32>,
+    pub(crate) source_addrs: usize,
+    pub(crate) connect_concurrency: usize,
+    pub(crate) progress: bool,
+    pub(crate) label: String,
+    /// Idle: hold the sessions this long before publishing, and measure the
+    /// server's RSS before the sessions and after the hold.
+    pub(crate) idle_hold: Option<Duration>,
+}
+
+impl Plan {
+    /// Messages per batch and the pause between batches for the plan's rate.
+    fn schedule(&self) -> (usize, Duration) {
+        let nominal = self.pause.as_secs_f64();
+        let batch = (self.rate * nominal).round().max(1.0);
+        (batch as usize, Duration::from_secs_f64(batch / self.rate))
+    }
+}
+
+/// Counters every task updates, read by the progress line and the drain loop.
+struct Shared {
+    histogram: SharedHistogram,
+    delivered: AtomicU64,
+    expected: AtomicU64,
+    published: AtomicU64,
+    dropped: AtomicU64,
+    /// Room index → channel name.
+    channels: Vec<String>,
+    publishers: usize,
+}
+
+/// What a subscriber task returns.
+struct SubOutcome {
+    tally: Tally,
+    dropped: bool,
+}
+
+/// What a publisher task returns.
+#[derive(Default)]
+struct PubOutcome {
+    published: u64,
+    failed: u64,
+    max_lag: Duration,
+    end: Option<Instant>,
+}
+
+/// A step's result plus what the idle scenario needs.
+pub(crate) struct StepOutcome {
+    pub(crate) result: StepResult,
+    tallies: Vec<Tally>,
+    setup: Duration,
+    rss_before: Option<u64>,
+    rss_after_hold: Option<u64>,
+}
+
+fn channel_root() -> String {
+    let nonce =
+        (now_ns() ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9);
+    format!("/bench/{:x}", nonce & 0xffff_ffff_ffff)
+}
+
+/// Each client's rooms: `per_client` distinct rooms drawn at random.
+fn assign_rooms(clients: usize, rooms: usize, per_client: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = Rng::new(seed);
+    (0..clients)
+        .map(|_| {
+            let mut mine: Vec<u32> = Vec::with_capacity(per_client);
+            while mine.len() < per_client.min(rooms) {
+                let r = rng.below(rooms) as u32;
+                if !mine.contains(&r) {
+                    mine.push(r);
+                }
+            }
+            mine
+        })
+        .collect()
+}
+
+/// Runs one fixed-rate step.
+pub(crate) async fn run_step(plan: Plan) -> anyhow::Result<StepOutcome> {
+    let root = channel_root();
+    let shared = Arc::new(Shared {
+        histogram: SharedHistogram::new(16),
+        delivered: AtomicU64::new(0),
+        expected: AtomicU64::new(0),
+        published: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        channels: (0..plan.rooms).map(|r| format!("{root}/r{r}")).collect(),
+        publishers: plan.publishers,
+    });
+    let membership = assign_rooms(plan.clients, plan.rooms, plan.rooms_per_client, now_ns());
+    let rss_before = plan.server_pid.and_then(procfs::rss_kib);
+
+    // Subscribers: set up with bounded concurrency, then receive until stopped.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<(usize, anyhow::Result<()>)>();
+    let permits = Arc::new(Semaphore::new(plan.connect_concurrency));
+    let setup_start = Instant::now();
+    let progress =
+        plan.progress.then(|| spawn_progress(plan.label.clone(), shared.clone(), plan.clients));
+    let mut subscribers = Vec::with_capacity(plan.clients);
+    for (idx, rooms) in membership.iter().enumerate() {
+        let source = wire::source_addr(&plan.target, plan.source_addrs, idx);
+        let task = subscriber(
+            idx,
+            plan.target.clone(),
+            plan.transport,
+            source,
+            rooms.clone(),
+            shared.clone(),
+            permits.clone(),
+            ready_tx.clone(),
+            stop_rx.clone(),
+        );
+        subscribers.push(tokio::spawn(task));
+    }
+    drop(ready_tx);
+    let mut ok = vec![false; plan.clients];
+    let mut first_error = None;
+    while let Some((idx, result)) = ready_rx.recv().await {
+        match result {
+            Ok(()) => ok[idx] = true,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let setup = setup_start.elapsed();
+    let sessions = ok.iter().filter(|&&b| b).count() as u64;
+    let sessions_failed = plan.clients as u64 - sessions;
+    if let Some(e) = &first_error {
+        eprintln!(
+            "\n{}: {sessions_failed} sessions failed to set up; first error: {e:#}",
+            plan.label
+        );
+    }
+    if sessions == 0 {
+        let _ = stop_tx.send(true);
+        if let Some(p) = progress {
+            p.abort();
+        }
+        bail!(
+            "no session could be set up: {:#}",
+            first_error.unwrap_or_else(|| anyhow::anyhow!("?"))
+        );
+    }
+    // Members per room, counting only the sessions that are up.
+    let mut members = vec![0u64; plan.rooms];
+    for (idx, rooms) in membership.iter().enumerate() {
+        if ok[idx] {
+            for &r in rooms {
+                members[r as usize] += 1;
+            }
+        }
+    }
+    let live_rooms: Vec<u32> =
+        (0..plan.rooms as u32).filter(|&r| members[r as usize] > 0).collect();
+
+    let mut rss_after_hold = None;
+    if let Some(hold) = plan.idle_hold {
+        sleep(hold).await;
+        rss_after_hold = plan.server_pid.and_then(procfs::rss_kib);
+    }
+
+    // Publishers.
+    let (batch, pause) = plan.schedule();
+    let batches = (plan.duration.as_secs_f64() / pause.as_secs_f64()).round().max(1.0) as u64;
+    let (start_tx, start_rx) = watch::channel(None::<Instant>);
+    let (pub_ready_tx, mut pub_ready_rx) = mpsc::unbounded_channel::<anyhow::Result<()>>();
+    let members = Arc::new(members);
+    let live_rooms = Arc::new(live_rooms);
+    let mut pubs = Vec::new();
+    for k in 0..plan.publishers {
+        let job = PublishJob {
+            k,
+            target: plan.target.clone(),
+            shared: shared.clone(),
+            members: members.clone(),
+            live_rooms: live_rooms.clone(),
+            batch,
+            pause,
+            batches,
+            pad: "x".repeat(plan.message_size),
+            reply_deadline: plan.drain.max(Duration::from_secs(2)),
+        };
+        pubs.push(tokio::spawn(publisher(job, pub_ready_tx.clone(), start_rx.clone())));
+    }
+    drop(pub_ready_tx);
+    while let Some(r) = pub_ready_rx.recv().await {
+        if let Err(e) = r {
+            let _ = stop_tx.send(true);
+            bail!("a publisher failed to set up: {e:#}");
+        }
+    }
+    // Let the servers attach the sockets the last connects named.
+    sleep(Duration::from_millis(200)).await;
+
+    let server_cpu_before = plan.server_pid.and_then(|p| procfs::cpu_seconds(Some(p)));
+    let gen_cpu_before = procfs::cpu_seconds(None).unwrap_or(0.0);
+    let begin = Instant::now() + Duration::from_millis(20);
+    let begin_ns = now_ns() + 20_000_000;
+    let _ = start_tx.send(Some(begin));
+
+    let mut outcomes = Vec::new();
+    for p in pubs {
+        outcomes.push(p.await.context("publisher task")?);
+    }
+    let publish_end = outcomes.iter().filter_map(|o| o.end).max().unwrap_or_else(Instant::now);
+    // Drain: wait for every expected delivery, or until the drain time is up.
+    let drain_deadline = publish_end + plan.drain;
+    loop {
+        let expected = shared.expected.load(Ordering::Relaxed);
+        if shared.delivered.load(Ordering::Relaxed) >= expected || Instant::now() >= drain_deadline
+        {
+            break;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    let server_cpu_after = plan.server_pid.and_then(|p| procfs::cpu_seconds(Some(p)));
+    let gen_cpu_after = procfs::cpu_seconds(None).unwrap_or(0.0);
+    let server_rss = plan.server_pid.and_then(procfs::rss_kib);
+    let server_peak = plan.server_pid.and_then(procfs::peak_rss_kib);
+
+    let _ = stop_tx.send(true);
+    let mut tallies = Vec::with_capacity(subscribers.len());
+    let mut dropped = 0;
+    for s in subscribers {
+        if let Ok(Ok(o)) = timeout(Duration::from_secs(10), s).await {
+            tallies.push(o.tally);
+            dropped += u64::from(o.dropped);
+        }
+    }
+    if let Some(p) = progress {
+        p.abort();
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+    }
+
+    let expected = shared.expected.load(Ordering::Relaxed);
+    let counts = Counts::from_tallies(expected, &tallies);
+    let last_recv_ns = tallies.iter().map(|t| t.last_recv_ns).max().unwrap_or(0);
+    let publish_s = publish_end.saturating_duration_since(begin).as_secs_f64().max(1e-9);
+    let elapsed_s = (last_recv_ns.saturating_sub(begin_ns) as f64 / 1e9).max(publish_s);
+    let published: u64 = outcomes.iter().map(|o| o.published).sum();
+    let mean_members = if published == 0 { 0.0 } else { expected as f64 / published as f64 };
+    let latency = Latency::from_histogram(&shared.histogram.merged());
+    let server = plan.server_pid.map(|pid| {
+        let cpu_s = match (server_cpu_before, server_cpu_after) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        };
+        ServerUsage {
+            pid,
+            rss_kib: server_rss.unwrap_or(0),
+            peak_rss_kib: server_peak.unwrap_or(0),
+            cpu_s,
+            deliveries_per_cpu_s: if cpu_s > 0.0 { counts.delivered as f64 / cpu_s } else { 0.0 },
+        }
+    });
+    let result = StepResult {
+        offered_msgs_per_sec: plan.rate,
+        offered_deliveries_per_sec: plan.rate * mean_members,
+        published,
+        publish_failed: outcomes.iter().map(|o| o.failed).sum(),
+        publish_rate: published as f64 / publish_s,
+        max_schedule_lag_ms: outcomes
+            .iter()
+            .map(|o| o.max_lag)
+            .max()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0,
+        sessions,
+        sessions_failed,
+        sessions_dropped: dropped,
+        counts,
+        deliveries_per_sec: counts.delivered as f64 / elapsed_s,
+        elapsed_s,
+        latency,
+        server,
+        generator_cpu_s: gen_cpu_after - gen_cpu_before,
+        sustained: None,
+    };
+    Ok(StepOutcome { result, tallies, setup, rss_before, rss_after_hold })
+}
+
+fn spawn_progress(
+    label: String,
+    shared: Arc<Shared>,
+    clients: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let tty = std::io::stderr().is_terminal();
+        let start = Instant::now();
+        let (mut last_pub, mut last_del) = (0u64, 0u64);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let published = shared.published.load(Ordering::Relaxed);
+            let delivered = shared.delivered.load(Ordering::Relaxed);
+            let expected = shared.expected.load(Ordering::Relaxed);
+            let line = format!(
+                "{label}: {:>5.0}s | {clients} sessions, {} dropped | published {published} ({}/s) | delivered {delivered}/{expected} ({}/s)",
+                start.elapsed().as_secs_f64(),
+                shared.dropped.load(Ordering::Relaxed),
+                published - last_pub,
+                delivered - last_del,
+            );
+            (last_pub, last_del) = (published, delivered);
+            if tty {
+                eprint!("\r{line}\x1b[K");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    })
+}
+
+/// One subscribing session.
+#[allow(clippy::too_many_arguments)]
+async fn subscriber(
+    idx: usize,
+    target: Target,
+    transport: Transport,
+    source: Option<std::net::IpAddr>,
+    rooms: Vec<u32>,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    ready: mpsc::UnboundedSender<(usize, anyhow::Result<()>)>,
+    mut stop: watch::Receiver<bool>,
+) -> SubOutcome {
+    let channels: Vec<&str> = rooms.iter().map(|&r| shared.channels[r as usize].as_str()).collect();
+    let mut receiver = Receiver::new(shared.publishers, rooms.clone());
+    let mut dropped = false;
+    let on_frame = |frame: &[u8], receiver: &mut Receiver| {
+        let now = now_ns();
+        let before = receiver.tally.unique;
+        receiver.tally.malformed += wire::scan_deliveries(frame, |d| receiver.on_delivery(d, now));
+        shared.delivered.fetch_add(receiver.tally.unique - before, Ordering::Relaxed);
+        shared.histogram.record(idx, &mut receiver.pending_us);
+    };
+    match transport {
+        Transport::Websocket => {
+            let setup = async {
+                let _permit = permits.acquire().await?;
+                let mut ws = wire::ws_connect(&target, source).await?;
+                wire::ws_send(&mut ws, wire::handshake_json("websocket")).await?;
+                let reply = recv_setup(&mut ws).await?;
+                let client_id = wire::parse_handshake(&reply)?;
+                wire::ws_send(&mut ws, wire::subscribe_json(&client_id, &channels)).await?;
+                wire::check_subscribed(&recv_setup(&mut ws).await?, channels.len())?;
+                wire::ws_send(&mut ws, wire::connect_json(&client_id, "websocket", 0)).await?;
+                anyhow::Ok((ws, client_id))
+            };
+            let (mut ws, client_id) = match setup.await {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = ready.send((idx, Err(e)));
+                    return SubOutcome { tally: receiver.tally, dropped: false };
+                }
+            };
+            let _ = ready.send((idx, Ok(())));
+            drop(ready);
+            let mut connects = 0u64;
+            loop {
+                tokio::select! {
+                    _ = stopped(&mut stop) => break,
+                    frame = wire::ws_recv(&mut ws) => match frame {
+                        Ok(Some(frame)) => {
+                            on_frame(&frame, &mut receiver);
+                            if wire::has_connect_reply(&frame) {
+                                if wire::count_replies(&frame).1 > 0 {
+                                    dropped = true;
+                                    break;
+                                }
+                                connects += 1;
+                                let msg = wire::connect_json(&client_id, "websocket", connects);
+                                if wire::ws_send(&mut ws, msg).await.is_err() {
+                                    dropped = true;
+                                    break;
+                                }
+                            }
+                        }
+                        Ok(None) | Err(_) => {
+                            dropped = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if !dropped {
+                let _ = timeout(Duration::from_secs(2), async {
+                    let _ = wire::ws_send(&mut ws, wire::disconnect_json(&client_id)).await;
+                    let _ = ws.close(None).await;
+                    // Read until the server closes, so that it has seen the disconnect.
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+            }
+        }
+        Transport::LongPolling => {
+            let setup = async {
+                let _permit = permits.acquire().await?;
+                let mut http = HttpConn::connect(&target, source).await?;
+                let reply =
+                    timeout(SETUP_TIMEOUT, http.post(&wire::handshake_json("long-polling")))
+                        .await??;
+                let client_id = wire::parse_handshake(&reply)?;
+                let reply =
+                    timeout(SETUP_TIMEOUT, http.post(&wire::subscribe_json(&client_id, &channels)))
+                        .await??;
+                wire::check_subscribed(&reply, channels.len())?;
+                anyhow::Ok((http, client_id))
+            };
+            let (mut http, client_id) = match setup.await {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = ready.send((idx, Err(e)));
+                    return SubOutcome { tally: receiver.tally, dropped: false };
+                }
+            };
+            let _ = ready.send((idx, Ok(())));
+            drop(ready);
+            let mut connects = 0u64;
+            loop {
+                let msg = wire::connect_json(&client_id, "long-polling", connects);
+                connects += 1;
+                tokio::select! {
+                    _ = stopped(&mut stop) => break,
+                    body = http.post(&msg) => match body {
+                        Ok(body) => {
+                            on_frame(&body, &mut receiver);
+                            if wire::count_replies(&body).1 > 0 {
+                                dropped = true;
+                                break;
+                            }
+                        }
+                        Err(_) => {
+                            dropped = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            drop(http);
+            if !dropped {
+                // The held connect occupies the connection: disconnect on a new one.
+                let _ = timeout(Duration::from_secs(2), async {
+                    let _permit = permits.acquire().await?;
+                    let mut http = HttpConn::connect(&target, source).await?;
+                    http.post(&wire::disconnect_json(&client_id)).await
+                })
+                .await;
+            }
+        }
+    }
+    if dropped {
+        shared.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    SubOutcome { tally: receiver.tally, dropped }
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn recv_setup(ws: &mut Ws) -> anyhow::Result<tokio_tungstenite::tungstenite::Bytes> {
+    timeout(SETUP_TIMEOUT, wire::ws_recv(ws))
+        .await
+        .context("no reply in time")??
+        .context("server closed the WebSocket")
+}
+
+struct PublishJob {
+    k: usize,
+    target: Target,
+    shared: Arc<Shared>,
+    members: Arc<Vec<u64>>,
+    live_rooms: Arc<Vec<u32>>,
+    batch: usize,
+    pause: Duration,
+    batches: u64,
+    pad: String,
+    reply_deadline: Duration,
+}
+
+/// One publishing WebSocket: batches k, k + P, k + 2P, … of the schedule.
+async fn publisher(
+    job: PublishJob,
+    ready: mpsc::UnboundedSender<anyhow::Result<()>>,
+    mut start: watch::Receiver<Option<Instant>>,
+) -> PubOutcome {
+    let setup = async {
+        let mut ws = wire::ws_connect(&job.target, None).await?;
+        wire::ws_send(&mut ws, wire::handshake_json("websocket")).await?;
+        let client_id = wire::parse_handshake(&recv_setup(&mut ws).await?)?;
+        anyhow::Ok((ws, client_id))
+    };
+    let (mut ws, client_id) = match setup.await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return PubOutcome::default();
+        }
+    };
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    let Ok(begin) = start.wait_for(Option::is_some).await.map(|b| b.expect("checked")) else {
+        return PubOutcome::default();
+    };
+    let shared = &job.shared;
+    let quoted: Vec<String> = shared.channels.iter().map(|c| wire::json_str(c)).collect();
+    let cid = wire::json_str(&client_id);
+    let publishers = shared.publishers as u64;
+    let mut rng = Rng::new(now_ns() ^ (job.k as u64) << 40);
+    let mut out = PubOutcome::default();
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut i = job.k as u64;
+    let mut reply_deadline = None;
+    let mut frame = String::new();
+    loop {
+        let next_at = begin + job.pause.mul_f64(i as f64);
+        let sending = i < job.batches;
+        if !sending {
+            let deadline =
+                *reply_deadline.get_or_insert_with(|| Instant::now() + job.reply_deadline);
+            // Every publish gets a reply; wait for them all (or the deadline).
+            if ok + failed >= out.published || Instant::now() >= deadline {
+                break;
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = sleep_until(next_at.into()), if sending => {
+                out.max_lag = out.max_lag.max(Instant::now().saturating_duration_since(next_at));
+                frame.clear();
+                frame.push('[');
+                let mut expected = 0;
+                for j in 0..job.batch {
+                    let room = job.live_rooms[rng.below(job.live_rooms.len())];
+                    expected += job.members[room as usize];
+                    let d = Delivery {
+                        id: i * job.batch as u64 + j as u64,
+                        publisher: job.k as u32,
+                        room,
+                        t_ns: now_ns(),
+                    };
+                    if j > 0 {
+                        frame.push(',');
+                    }
+                    frame.push_str("{\"channel\":");
+                    frame.push_str(&quoted[room as usize]);
+                    frame.push_str(",\"clientId\":");
+                    frame.push_str(&cid);
+                    frame.push_str(",\"data\":");
+                    frame.push_str(&wire::data_json(d, &job.pad));
+                    frame.push('}');
+                }
+                frame.push(']');
+                if wire::ws_send(&mut ws, frame.clone()).await.is_err() {
+                    break;
+                }
+                out.published += job.batch as u64;
+                shared.published.fetch_add(job.batch as u64, Ordering::Relaxed);
+                shared.expected.fetch_add(expected, Ordering::Relaxed);
+                i += publishers;
+                if i >= job.batches {
+                    out.end = Some(Instant::now());
+                }
+            }
+            frame = wire::ws_recv(&mut ws) => match frame {
+                Ok(Some(f)) => {
+                    let (o, f) = wire::count_replies(&f);
+                    ok += o;
+                    failed += f;
+                }
+                _ => break,
+            },
+            _ = sleep(Duration::from_millis(50)), if !sending => {}
+        }
+    }
+    out.end.get_or_insert_with(Instant::now);
+    out.failed = failed;
+    let _ = timeout(Duration::from_secs(2), async {
+        let _ = wire::ws_send(&mut ws, wire::disconnect_json(&client_id)).await;
+        let _ = ws.close(None).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    out
+}
+
+/// The ramp's limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RampBounds {
+    pub(crate) start: f64,
+    pub(crate) factor: f64,
+    pub(crate) steps: usize,
+    pub(crate) refine: usize,
+    /// Unsustained steps in a row that end the ramp.
+    pub(crate) patience: usize,
+    pub(crate) p99_bound_ms: f64,
+    pub(crate) loss_bound: f64,
+}
+
+/// Why a step does not count as sustained, if it does not.
+fn unsustained(r: &StepResult, b: &RampBounds) -> Option<String> {
+    if r.sessions_failed > 0 || r.sessions_dropped > 0 {
+        return Some(format!(
+            "{} sessions failed, {} dropped",
+            r.sessions_failed, r.sessions_dropped
+        ));
+    }
+    if r.counts.loss_ratio() > b.loss_bound {
+        return Some(format!(
+            "{} of {} deliveries lost ({:.2}%)",
+            r.counts.lost,
+            r.counts.expected,
+            r.counts.loss_ratio() * 100.0
+        ));
+    }
+    if r.latency.p99_ms > b.p99_bound_ms {
+        return Some(format!("p99 {:.1} ms > {} ms", r.latency.p99_ms, b.p99_bound_ms));
+    }
+    if r.publish_rate < 0.9 * r.offered_msgs_per_sec {
+        return Some(format!(
+            "the generator published only {:.0} of {:.0} msg/s",
+            r.publish_rate, r.offered_msgs_per_sec
+        ));
+    }
+    None
+}
+
+/// Waits (up to 15 s) until the server uses under 10% of a core, so that a step
+/// does not start while it still works off the previous one.
+async fn settle_server(pid: Option<u32>) {
+    let Some(pid) = pid else {
+        sleep(Duration::from_millis(500)).await;
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let Some(a) = procfs::cpu_seconds(Some(pid)) else { return };
+        sleep(Duration::from_millis(500)).await;
+        let Some(b) = procfs::cpu_seconds(Some(pid)) else { return };
+        if b - a < 0.05 {
+            return;
+        }
+    }
+}
+
+/// Ramps the publish rate: × factor per step until deliveries/s stop growing,
+/// a step loses messages, or `patience` steps in a row miss the bounds; then
+/// bisects between the best sustained rate and the first failed rate above it.
+/// The saturation is the best sustained step's deliveries/s.
+pub(crate) async fn run_ramp(
+    plan: Plan,
+    b: RampBounds,
+) -> anyhow::Result<(Vec<StepResult>, Saturation)> {
+    let mut steps: Vec<StepResult> = Vec::new();
+    let mut best: Option<usize> = None;
+    let mut rate = b.start;
+    let mut failed_rate = None;
+    let mut stop_reason = format!("reached {} steps", b.steps);
+    let run = |rate: f64| {
+        let mut p = plan.clone();
+        p.rate = rate;
+        p.label = format!("{} @{rate:.0} msg/s", plan.label);
+        async move {
+            settle_server(p.server_pid).await;
+            run_step(p).await
+        }
+    };
+    let mut most_delivered = 0.0f64;
+    let mut misses = 0;
+    while steps.len() < b.steps {
+        let mut r = run(rate).await?.result;
+        let why = unsustained(&r, &b);
+        r.sustained = Some(why.is_none());
+        let grew = r.deliveries_per_sec > most_delivered * 1.05;
+        most_delivered = most_delivered.max(r.deliveries_per_sec);
+        let overloaded = r.counts.loss_ratio() > b.loss_bound || r.sessions_dropped > 0;
+        steps.push(r);
+        match why {
+            None if grew => {
+                best = Some(steps.len() - 1);
+                failed_rate = None;
+                misses = 0;
+                rate *= b.factor;
+                continue;
+            }
+            _ if !grew => {
+                stop_reason = "deliveries/s stopped growing".into();
+                failed_rate.get_or_insert(rate);
+                break;
+            }
+            None => unreachable!("handled above"),
+            Some(why) => {
+                // Latency need not rise monotonically with the rate (servers that
+                // batch get cheaper per delivery under load), so a step over the
+                // p99 bound ends the ramp only after `patience` in a row; loss or
+                // dropped sessions (overload) end it at once.
+                failed_rate.get_or_insert(rate);
+                misses += 1;
+                if overloaded || misses >= b.patience {
+                    stop_reason = why;
+                    break;
+                }
+                rate *= b.factor;
+            }
+        }
+    }
+    if let Some(mut bad) = failed_rate {
+        for _ in 0..b.refine {
+            let good = best.map_or(b.start / b.factor, |i| steps[i].offered_msgs_per_sec);
+            let mid = (good * bad).sqrt();
+            if steps.len() >= b.steps + b.refine || mid <= good * 1.02 {
+                break;
+            }
+            let mut r = run(mid).await?.result;
+            let ok = unsustained(&r, &b).is_none()
+                && r.deliveries_per_sec > best.map_or(0.0, |i| steps[i].deliveries_per_sec);
+            r.sustained = Some(unsustained(&r, &b).is_none());
+            steps.push(r);
+            if ok {
+                best = Some(steps.len() - 1);
+            } else {
+                bad = mid;
+            }
+        }
+    }
+    let saturation = Saturation {
+        max_sustained_deliveries_per_sec: best.map_or(0.0, |i| steps[i].deliveries_per_sec),
+        step: best,
+        stop_reason,
+    };
+    Ok((steps, saturation))
+}
+
+/// Sets up `plan.clients` sessions, holds them, measures the server's RSS, then
+/// publishes `probes` messages that every session must receive.
+pub(crate) async fn run_idle(mut plan: Plan, hold: f64, probes: u64) -> anyhow::Result<IdleResult> {
+    plan.rooms = 1;
+    plan.rooms_per_client = 1;
+    plan.publishers = 1;
+    plan.rate = 5.0;
+    plan.pause = Duration::from_millis(200);
+    plan.duration = Duration::from_secs_f64(probes as f64 / plan.rate);
+    plan.idle_hold = Some(Duration::from_secs_f64(hold));
+    plan.drain = plan.drain.max(Duration::from_secs(10));
+    let requested = plan.clients as u64;
+    let out = run_step(plan).await?;
+    let established = out.result.sessions;
+    let held = out.tallies.iter().filter(|t| t.unique >= probes).count() as u64;
+    let per_session = match (out.rss_before, out.rss_after_hold) {
+        (Some(b), Some(a)) if established > 0 => {
+            Some(a.saturating_sub(b) as f64 / established as f64)
+        }
+        _ => None,
+    };
+    Ok(IdleResult {
+        requested,
+        established,
+        failed: out.result.sessions_failed,
+        held,
+        setup_s: out.setup.as_secs_f64(),
+        rss_before_kib: out.rss_before,
+        rss_after_kib: out.rss_after_hold,
+        rss_per_session_kib: per_session,
+        probe: out.result,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_are_distinct_and_in_range() {
+        let m = assign_rooms(50, 100, 10, 7);
+        assert_eq!(m.len(), 50);
+        for rooms in &m {
+            assert_eq!(rooms.len(), 10);
+            let mut sorted = rooms.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 10);
+            assert!(rooms.iter().all(|&r| r < 100));
+        }
+        // More rooms per client than rooms: every room once.
+        assert_eq!(assign_rooms(1, 3, 10, 1)[0].len(), 3);
+    }
+
+    #[test]
+    fn schedule_follows_the_rate() {
+        let plan = Plan {
+            target: Target::parse("http://127.0.0.1:1/b").unwrap(),
+            transport: Transport::Websocket,
+            clients: 1,
+            rooms: 1,
+            rooms_per_client: 1,
+            publishers: 1,
+            rate: 1000.0,
+            pause: Duration::from_millis(10),
+            duration: Duration::from_secs(1),
+            drain: Duration::from_secs(1),
+            message_size: 1,
+            server_pid: None,
+            source_addrs: 1,
+            connect_concurrency: 1,
+            progress: false,
+            label: String::new(),
+            idle_hold: None,
+        };
+        assert_eq!(plan.schedule(), (10, Duration::from_millis(10)));
+        let slow = Plan { rate: 10.0, ..plan.clone() };
+        assert_eq!(slow.schedule(), (1, Duration::from_millis(100)));
+        let fast = Plan { rate: 123_456.0, ..plan };
+        let (batch, pause) = fast.schedule();
+        assert_eq!(batch, 1235);
+        assert!((batch as f64 / pause.as_secs_f64() - 123_456.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn steps_are_judged_against_the_bounds() {
+        let b = RampBounds {
+            start: 1.0,
+            factor: 2.0,
+            steps: 3,
+            refine: 0,
+            patience: 2,
+            p99_bound_ms: 50.0,
+            loss_bound: 0.001,
+        };
+        let mut r = StepResult {
+            offered_msgs_per_sec: 100.0,
+            publish_rate: 100.0,
+            ..StepResult::default()
+        };
+        r.counts = Counts { expected: 10_000, delivered: 10_000, ..Counts::default() };
+        assert_eq!(unsustained(&r, &b), None);
+        r.latency.p99_ms = 51.0;
+        assert!(unsustained(&r, &b).unwrap().contains("p99"));
+        r.latency.p99_ms = 1.0;
+        r.counts.lost = 11;
+        assert!(unsustained(&r, &b).unwrap().contains("lost"));
+        r.counts.lost = 10;
+        assert_eq!(unsustained(&r, &b), None);
+        r.publish_rate = 80.0;
+        assert!(unsustained(&r, &b).unwrap().contains("generator"));
+    }
+}

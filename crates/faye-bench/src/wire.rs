@@ -1,0 +1,484 @@
+//! The Bayeux wire: the target URL, TCP/WebSocket connections from chosen source
+//! addresses, a minimal HTTP/1.1 client for long-polling, message encoding, and a
+//! fast scan of received frames for benchmark deliveries.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use futures_util::{SinkExt, StreamExt};
+use memchr::memmem;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// A WebSocket to the server.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// How long any single protocol exchange during setup may take.
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where the server is: a loopback address only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    /// `host:port` as sent in `Host`.
+    pub(crate) authority: String,
+    /// The mount path, e.g. `/bayeux`.
+    pub(crate) path: String,
+}
+
+impl Target {
+    /// Parses `http://HOST:PORT/PATH` (or `ws://`). The host must be a loopback
+    /// address (127.0.0.0/8, ::1) or `localhost`: this tool only loads servers on
+    /// this machine.
+    pub(crate) fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("ws://"))
+            .with_context(|| format!("{url}: only http:// (or ws://) URLs are supported"))?;
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let (h, p) = h.split_once(']').context("unterminated [ in host")?;
+            (h, p.strip_prefix(':').unwrap_or(""))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, p),
+                None => (hostport, ""),
+            }
+        };
+        let port: u16 = if port.is_empty() { 80 } else { port.parse().context("bad port")? };
+        let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            host.parse().with_context(|| format!("{host}: give an IP address or localhost"))?
+        };
+        ensure!(
+            ip.is_loopback(),
+            "{ip} is not a loopback address: faye-bench only loads servers on this machine"
+        );
+        let path = path.split(['?', '#']).next().unwrap_or("/").to_owned();
+        Ok(Self { addr: SocketAddr::new(ip, port), authority: hostport.to_owned(), path })
+    }
+}
+
+/// The `n`th source address to spread connections over: 127.0.0.1, 127.0.0.2, …
+/// (`None` for IPv6 targets, which have one loopback address).
+pub(crate) fn source_addr(target: &Target, spread: usize, n: usize) -> Option<IpAddr> {
+    if spread <= 1 || !target.addr.is_ipv4() {
+        return None;
+    }
+    let x = (n % spread) as u32 + 1;
+    Some(IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 0)) + x)))
+}
+
+/// A TCP connection to the target, from `source` if given.
+pub(crate) async fn tcp_connect(
+    target: &Target,
+    source: Option<IpAddr>,
+) -> anyhow::Result<TcpStream> {
+    let socket = if target.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("cannot bind {ip}"))?;
+    }
+    let stream =
+        socket.connect(target.addr).await.with_context(|| format!("connect {}", target.addr))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A WebSocket to the target's mount, with small buffers (8 KiB read, writes
+/// flushed at once) so that tens of thousands fit in memory.
+pub(crate) async fn ws_connect(target: &Target, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+    let stream = tcp_connect(target, source).await?;
+    let url = format!("ws://{}{}", target.authority, target.path);
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024).write_buffer_size(0);
+    let (ws, _) = tokio::time::timeout(
+        SETUP_TIMEOUT,
+        tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config)),
+    )
+    .await
+    .context("WebSocket upgrade timed out")?
+    .context("WebSocket upgrade")?;
+    Ok(ws)
+}
+
+/// Sends one text frame.
+pub(crate) async fn ws_send(ws: &mut Ws, text: String) -> anyhow::Result<()> {
+    ws.send(WsMessage::text(text)).await.context("WebSocket send")
+}
+
+/// The next text frame's bytes; `None` when the socket closed.
+pub(crate) async fn ws_recv(
+    ws: &mut Ws,
+) -> anyhow::Result<Option<tokio_tungstenite::tungstenite::Bytes>> {
+    loop {
+        match ws.next().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e).context("WebSocket receive"),
+            Some(Ok(WsMessage::Text(t))) => return Ok(Some(t.into())),
+            Some(Ok(WsMessage::Binary(b))) => return Ok(Some(b)),
+            Some(Ok(WsMessage::Close(_))) => return Ok(None),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection for POSTing Bayeux batches.
+#[derive(Debug)]
+pub(crate) struct HttpConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    request_head: String,
+}
+
+impl HttpConn {
+    /// Connects to `target`, from `source` if given.
+    pub(crate) async fn connect(target: &Target, source: Option<IpAddr>) -> anyhow::Result<Self> {
+        let stream = tcp_connect(target, source).await?;
+        let request_head = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n",
+            target.path, target.authority
+        );
+        Ok(Self { stream, buf: Vec::with_capacity(4096), request_head })
+    }
+
+    /// POSTs `body` and returns the response body (status 200 required).
+    pub(crate) async fn post(&mut self, body: &str) -> anyhow::Result<Vec<u8>> {
+        let mut req = String::with_capacity(self.request_head.len() + 32 + body.len());
+        req.push_str(&self.request_head);
+        req.push_str("Content-Length: ");
+        req.push_str(&body.len().to_string());
+        req.push_str("\r\n\r\n");
+        req.push_str(body);
+        self.stream.write_all(req.as_bytes()).await.context("HTTP write")?;
+        self.read_response().await
+    }
+
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk).await.context("HTTP read")?;
+        ensure!(n > 0, "server closed the connection");
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    async fn read_response(&mut self) -> anyhow::Result<Vec<u8>> {
+        let head_end = loop {
+            if let Some(i) = memmem::find(&self.buf, b"\r\n\r\n") {
+                break i;
+            }
+            ensure!(self.buf.len() < 64 * 1024, "HTTP response head too large");
+            self.fill().await?;
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).context("HTTP head not UTF-8")?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("bad status line")?;
+        let mut length = None;
+        let mut chunked = false;
+        for line in lines {
+            if let Some((name, value)) = line.split_once(':') {
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = Some(value.parse::<usize>().context("bad Content-Length")?);
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = value.to_ascii_lowercase().contains("chunked");
+                }
+            }
+        }
+        self.buf.drain(..head_end + 4);
+        let body = if chunked {
+            self.read_chunked().await?
+        } else {
+            let length = length.context("HTTP response without Content-Length")?;
+            while self.buf.len() < length {
+                self.fill().await?;
+            }
+            self.buf.drain(..length).collect()
+        };
+        if status != 200 {
+            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(body)
+    }
+
+    async fn read_chunked(&mut self) -> anyhow::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = memmem::find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                self.fill().await?;
+            };
+            let size_text = std::str::from_utf8(&self.buf[..line_end]).context("chunk size")?;
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .context("bad chunk size")?;
+            self.buf.drain(..line_end + 2);
+            while self.buf.len() < size + 2 {
+                self.fill().await?;
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.drain(..size + 2);
+            if size == 0 {
+                return Ok(body);
+            }
+        }
+    }
+}
+
+/// One benchmark message as received: the `"_fb":"ID:P:ROOM:T"` marker inside
+/// `data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// Unique in the run; a publisher's ids increase in its send order.
+    pub(crate) id: u64,
+    /// Index of the publisher connection that sent it.
+    pub(crate) publisher: u32,
+    /// Index of the channel it was published to.
+    pub(crate) room: u32,
+    /// Send time, ns since the process epoch.
+    pub(crate) t_ns: u64,
+}
+
+const MARKER: &[u8] = b"\"_fb\"";
+
+/// The `data` of a benchmark message: the marker, then `pad` bytes of text.
+pub(crate) fn data_json(d: Delivery, pad: &str) -> String {
+    format!("{{\"_fb\":\"{}:{}:{}:{}\",\"chat\":\"{pad}\"}}", d.id, d.publisher, d.room, d.t_ns)
+}
+
+fn parse_marker(rest: &[u8]) -> Option<Delivery> {
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while rest.get(*i).is_some_and(|b| b.is_ascii_whitespace()) {
+            *i += 1;
+        }
+    };
+    skip_ws(&mut i);
+    if rest.get(i) != Some(&b':') {
+        return None;
+    }
+    i += 1;
+    skip_ws(&mut i);
+    if rest.get(i) != Some(&b'"') {
+        return None;
+    }
+    i += 1;
+    let mut fields = [0u64; 4];
+    for (k, field) in fields.iter_mut().enumerate() {
+        let start = i;
+        while let Some(b) = rest.get(i).filter(|b| b.is_ascii_digit()) {
+            *field = field.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let sep = if k == 3 { b'"' } else { b':' };
+        if rest.get(i) != Some(&sep) {
+            return None;
+        }
+        i += 1;
+    }
+    Some(Delivery {
+        id: fields[0],
+        publisher: u32::try_from(fields[1]).ok()?,
+        room: u32::try_from(fields[2]).ok()?,
+        t_ns: fields[3],
+    })
+}
+
+/// Calls `f` for every benchmark delivery in a frame or response body (a JSON
+/// array of any number of messages); returns how many markers were malformed.
+/// This scans bytes instead of parsing JSON: the generator shares the CPU with
+/// the server, and a full parse of every delivery would cost more than the
+/// server's work.
+pub(crate) fn scan_deliveries(frame: &[u8], mut f: impl FnMut(Delivery)) -> u64 {
+    let mut malformed = 0;
+    for at in memmem::find_iter(frame, MARKER) {
+        match parse_marker(&frame[at + MARKER.len()..]) {
+            Some(d) => f(d),
+            None => malformed += 1,
+        }
+    }
+    malformed
+}
+
+/// Whether a frame holds a `/meta/connect` reply (which must be renewed).
+pub(crate) fn has_connect_reply(frame: &[u8]) -> bool {
+    memmem::find(frame, b"\"/meta/connect\"").is_some()
+}
+
+/// How many `"successful":true` and `"successful":false` a reply frame holds.
+pub(crate) fn count_replies(frame: &[u8]) -> (u64, u64) {
+    let ok = memmem::find_iter(frame, b"\"successful\":true").count() as u64;
+    let failed = memmem::find_iter(frame, b"\"successful\":false").count() as u64;
+    (ok, failed)
+}
+
+/// A JSON string literal.
+pub(crate) fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialise")
+}
+
+/// The handshake request.
+pub(crate) fn handshake_json(connection_type: &str) -> String {
+    format!(
+        "[{{\"channel\":\"/meta/handshake\",\"version\":\"1.0\",\"supportedConnectionTypes\":[{}],\"id\":\"h\"}}]",
+        json_str(connection_type)
+    )
+}
+
+/// Subscriptions to `channels`, one message each, in one batch.
+pub(crate) fn subscribe_json(client_id: &str, channels: &[&str]) -> String {
+    let cid = json_str(client_id);
+    let msgs: Vec<String> = channels
+        .iter()
+        .enumerate()
+        .map(|(i, ch)| {
+            format!(
+                "{{\"channel\":\"/meta/subscribe\",\"clientId\":{cid},\"subscription\":{},\"id\":\"s{i}\"}}",
+                json_str(ch)
+            )
+        })
+        .collect();
+    format!("[{}]", msgs.join(","))
+}
+
+/// A `/meta/connect`.
+pub(crate) fn connect_json(client_id: &str, connection_type: &str, n: u64) -> String {
+    format!(
+        "[{{\"channel\":\"/meta/connect\",\"clientId\":{},\"connectionType\":{},\"id\":\"c{n}\"}}]",
+        json_str(client_id),
+        json_str(connection_type)
+    )
+}
+
+/// A `/meta/disconnect`.
+pub(crate) fn disconnect_json(client_id: &str) -> String {
+    format!(
+        "[{{\"channel\":\"/meta/disconnect\",\"clientId\":{},\"id\":\"d\"}}]",
+        json_str(client_id)
+    )
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    channel: Option<String>,
+    successful: Option<bool>,
+    #[serde(rename = "clientId")]
+    client_id: Option<String>,
+    error: Option<String>,
+}
+
+/// The clientId from a handshake reply.
+pub(crate) fn parse_handshake(body: &[u8]) -> anyhow::Result<String> {
+    let replies: Vec<Reply> =
+        serde_json::from_slice(body).context("handshake reply is not a JSON array")?;
+    let reply = replies
+        .into_iter()
+        .find(|r| r.channel.as_deref() == Some("/meta/handshake"))
+        .context("no handshake reply")?;
+    match (reply.successful, reply.client_id) {
+        (Some(true), Some(id)) => Ok(id),
+        _ => bail!("handshake failed: {}", reply.error.unwrap_or_default()),
+    }
+}
+
+/// Checks that a subscribe batch succeeded: `expected` successful replies.
+pub(crate) fn check_subscribed(body: &[u8], expected: usize) -> anyhow::Result<()> {
+    let replies: Vec<Reply> =
+        serde_json::from_slice(body).context("subscribe reply is not a JSON array")?;
+    let mut ok = 0;
+    for r in replies.iter().filter(|r| r.channel.as_deref() == Some("/meta/subscribe")) {
+        match r.successful {
+            Some(true) => ok += 1,
+            _ => bail!("subscribe failed: {}", r.error.clone().unwrap_or_default()),
+        }
+    }
+    ensure!(ok == expected, "{ok} of {expected} subscriptions answered");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_must_be_loopback() {
+        let t = Target::parse("http://127.0.0.1:8000/bayeux").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(t.authority, "127.0.0.1:8000");
+        assert_eq!(t.path, "/bayeux");
+        assert_eq!(Target::parse("http://localhost:9/x?y").unwrap().path, "/x");
+        assert_eq!(Target::parse("ws://[::1]:80/b").unwrap().addr, "[::1]:80".parse().unwrap());
+        assert_eq!(Target::parse("http://127.1.2.3").unwrap().addr.port(), 80);
+        assert!(Target::parse("http://10.0.0.1:8000/bayeux").is_err());
+        assert!(Target::parse("http://192.168.1.1/bayeux").is_err());
+        assert!(Target::parse("http://example.com/bayeux").is_err());
+        assert!(Target::parse("https://127.0.0.1/bayeux").is_err());
+    }
+
+    #[test]
+    fn source_addresses_cycle_over_127_0_0_x() {
+        let t = Target::parse("http://127.0.0.1:1/b").unwrap();
+        let ip = |n| source_addr(&t, 4, n).unwrap().to_string();
+        assert_eq!(ip(0), "127.0.0.1");
+        assert_eq!(ip(3), "127.0.0.4");
+        assert_eq!(ip(4), "127.0.0.1");
+        assert_eq!(source_addr(&t, 1, 7), None);
+    }
+
+    #[test]
+    fn deliveries_are_found_in_batched_frames() {
+        let a = Delivery { id: 7, publisher: 1, room: 42, t_ns: 123_456_789 };
+        let b = Delivery { id: 8, publisher: 0, room: 3, t_ns: 5 };
+        let frame = format!(
+            "[{{\"channel\":\"/meta/connect\",\"successful\":true}},{{\"channel\":\"/b/r42\",\"data\":{},\"id\":\"x\"}},{{\"data\":{{\"chat\":\"x\", \"_fb\" : \"8:0:3:5\"}},\"channel\":\"/b/r3\"}},{{\"data\":{{\"_fb\":\"1:2\"}}}}]",
+            data_json(a, "xxxx")
+        );
+        let mut got = Vec::new();
+        let malformed = scan_deliveries(frame.as_bytes(), |d| got.push(d));
+        assert_eq!(got, vec![a, b]);
+        assert_eq!(malformed, 1);
+        assert!(has_connect_reply(frame.as_bytes()));
+        assert!(!has_connect_reply(b"[{\"channel\":\"/meta/connectx\"}]"));
+    }
+
+    #[test]
+    fn generated_requests_are_valid_json() {
+        for s in [
+            handshake_json("websocket"),
+            subscribe_json("abc\"d", &["/a", "/b/c"]),
+            connect_json("abc", "long-polling", 3),
+            disconnect_json("abc"),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+            assert!(v.is_array(), "{s}");
+        }
+    }
+
+    #[test]
+    fn handshake_and_subscribe_replies_are_checked() {
+        let ok = br#"[{"id":"h","channel":"/meta/handshake","successful":true,"version":"1.0","clientId":"abc","advice":{}}]"#;
+        assert_eq!(parse_handshake(ok).unwrap(), "abc");
+        let bad = br#"[{"channel":"/meta/handshake","successful":false,"error":"301::x"}]"#;
+        assert!(parse_handshake(bad).is_err());
+        let subs = br#"[{"channel":"/meta/subscribe","successful":true},{"channel":"/meta/subscribe","successful":true}]"#;
+        assert!(check_subscribed(subs, 2).is_ok());
+        assert!(check_subscribed(subs, 3).is_err());
+        assert_eq!(count_replies(subs), (2, 0));
+    }
+}
