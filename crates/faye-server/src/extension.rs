@@ -29,6 +29,27 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
+    /// A copy that owns its bytes. Header values parsed by hyper are views into the
+    /// connection's read buffer and keep all of it (16 KiB) alive; a socket that
+    /// keeps its request for hours should not.
+    pub fn detached(&self) -> Self {
+        let mut headers = http::HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            let copy = http::HeaderValue::from_bytes(value.as_bytes());
+            if let (Ok(name), Ok(mut copy)) = (http::HeaderName::from_bytes(name.as_ref()), copy) {
+                copy.set_sensitive(value.is_sensitive());
+                headers.append(name, copy);
+            }
+        }
+        Self {
+            transport: self.transport,
+            method: self.method.clone(),
+            uri: self.uri.to_string().parse().unwrap_or_default(),
+            headers,
+            remote_addr: self.remote_addr,
+        }
+    }
+
     /// The value of the cookie `name`, if the request sent one.
     pub fn cookie(&self, name: &str) -> Option<&str> {
         self.headers

@@ -253,7 +253,7 @@ impl<E: Engine> Server<E> {
     /// A socket for a persistent transport; see [`Socket`]. `request` is what its
     /// outgoing extensions see (the upgrade or EventSource request).
     pub fn socket(&self, request: Option<RequestInfo>) -> Socket<E> {
-        Socket::new(self.clone(), request.map(Arc::new))
+        Socket::new(self.clone(), request.map(|r| Arc::new(r.detached())))
     }
 
     /// Adds an extension; it runs after those already added.
