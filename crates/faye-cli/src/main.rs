@@ -21,6 +21,9 @@ struct Cli {
 enum Command {
     /// Run the server (memory engine).
     Serve(ServeArgs),
+    /// Load a Bayeux server on this machine and report throughput, latency, loss,
+    /// memory and CPU (the same as the `faye-bench` binary).
+    Bench(faye_bench::Cli),
 }
 
 #[derive(Parser)]
@@ -79,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Bench(cli) => faye_bench::main(cli).await,
     }
 }
 
