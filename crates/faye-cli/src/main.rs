@@ -23,7 +23,7 @@ enum Command {
     Serve(ServeArgs),
     /// Load a Bayeux server on this machine and report throughput, latency, loss,
     /// memory and CPU (the same as the `faye-bench` binary).
-    Bench(faye_bench::Cli),
+    Bench(Box<faye_bench::Cli>),
 }
 
 #[derive(Parser)]
@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
-        Command::Bench(cli) => faye_bench::main(cli).await,
+        Command::Bench(cli) => faye_bench::main(*cli).await,
     }
 }
 
