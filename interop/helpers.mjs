@@ -58,13 +58,14 @@ export function bounded(thenable, ms = 5000, what = 'promise') {
   return Promise.race([settled, timeout]).finally(() => clearTimeout(timer));
 }
 
-// Starts `faye serve` and resolves once it printed its listening line.
+// Starts `faye serve` (with `extraArgs` added, e.g. ['--websocket-deflate']) and
+// resolves once it printed its listening line.
 // Returns { url, port, proc, stderr(), stop() }.
-export async function startServer({ port = 0, timeout = SERVER_TIMEOUT } = {}) {
+export async function startServer({ port = 0, timeout = SERVER_TIMEOUT, extraArgs = [] } = {}) {
   // Restarting on the same port: retry briefly if the port is not free yet.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await spawnServer(port, timeout);
+      return await spawnServer(port, timeout, extraArgs);
     } catch (error) {
       if (port === 0 || attempt >= 5) throw error;
       await sleep(300);
@@ -76,9 +77,9 @@ export async function startServer({ port = 0, timeout = SERVER_TIMEOUT } = {}) {
 const live = new Set();
 process.on('exit', () => { for (const proc of live) proc.kill('SIGKILL'); });
 
-function spawnServer(port, timeout) {
+function spawnServer(port, timeout, extraArgs) {
   const args = ['serve', '--host', '127.0.0.1', '--port', String(port),
-    '--mount', '/bayeux', '--timeout', String(timeout)];
+    '--mount', '/bayeux', '--timeout', String(timeout), ...extraArgs];
   return spawnUntilLine({ bin: FAYE_BIN, args, pattern: LISTENING }).then((server) => {
     const [, url, port] = server.match;
     return { ...server, url, port: Number(port) };

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Interop tests: the official faye@1.4.3 clients against faye-rs.
 #   faye.test.mjs     the Node client against `faye serve`
+#   deflate.test.mjs  the Node client with permessage-deflate against
+#                     `faye serve --websocket-deflate`
 #   browser.test.mjs  the browser client in headless Chromium (playwright-core
 #                     driving /usr/bin/chromium) against the axum example app
 # Usage: bash interop/run.sh   (from any directory)
@@ -15,4 +17,4 @@ if [[ -n "${FAYE_EXAMPLE_BIN:-}" ]]; then export FAYE_EXAMPLE_BIN="$(realpath -m
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
-node --test --test-reporter=spec faye.test.mjs browser.test.mjs
+node --test --test-reporter=spec faye.test.mjs deflate.test.mjs browser.test.mjs

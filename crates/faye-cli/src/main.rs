@@ -64,6 +64,9 @@ struct ServeArgs {
     /// Most messages in one request.
     #[arg(long, env = "FAYE_MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
+    /// Negotiate WebSocket permessage-deflate compression with clients that offer it.
+    #[arg(long, env = "FAYE_WEBSOCKET_DEFLATE", value_parser = clap::builder::BoolishValueParser::new())]
+    websocket_deflate: bool,
 }
 
 fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
@@ -99,7 +102,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .allowed_origins(args.allowed_origins)
         .ping(ping)
         .max_request_bytes(args.max_request_bytes)
-        .max_batch(args.max_batch);
+        .max_batch(args.max_batch)
+        .websocket_deflate(args.websocket_deflate);
     if let Some(path) = &args.client_js {
         let script =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;

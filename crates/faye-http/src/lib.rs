@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 
 mod assets;
 mod cors;
+mod deflate;
 mod event_source;
 mod layer;
 mod long_poll;
@@ -75,6 +76,7 @@ pub struct FayeOptions {
     body_timeout: Duration,
     allowed_origins: Option<Vec<String>>,
     client_script: Option<assets::ClientScript>,
+    websocket_deflate: bool,
 }
 
 impl Default for FayeOptions {
@@ -88,6 +90,7 @@ impl Default for FayeOptions {
             body_timeout: Duration::from_secs(30),
             allowed_origins: None,
             client_script: None,
+            websocket_deflate: false,
         }
     }
 }
@@ -154,6 +157,21 @@ impl FayeOptions {
     /// answer 404 with a reason.
     pub fn client_script(mut self, script: impl Into<Bytes>) -> Self {
         self.client_script = Some(assets::ClientScript::new(script.into()));
+        self
+    }
+
+    /// Negotiates WebSocket `permessage-deflate` (RFC 7692) with clients that offer
+    /// it (default off; Faye's `websocketExtensions: [deflate]`). Compressed client
+    /// messages are inflated, the size limit applying to the inflated size; server
+    /// text messages of 128 bytes or more are sent compressed when that makes them
+    /// shorter. Each server message is compressed on its own
+    /// (`server_no_context_takeover`). Compressor and inflater are per thread, not
+    /// per socket; a socket whose client compresses with context takeover
+    /// (browsers do) keeps that client's window: the last 32 KiB it sent, or less
+    /// while it has sent less. Offers asking for a `server_max_window_bits` below
+    /// 15 are declined.
+    pub fn websocket_deflate(mut self, on: bool) -> Self {
+        self.websocket_deflate = on;
         self
     }
 

@@ -1,5 +1,7 @@
 //! WebSocket on the mount path (§4.5): JSON arrays in text frames, replies to one
 //! frame in one frame, deliveries pushed as they arrive, batched per frame.
+//! With [`FayeOptions::websocket_deflate`](crate::FayeOptions::websocket_deflate),
+//! `permessage-deflate` is negotiated (see `deflate.rs`).
 
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use http::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 
@@ -22,6 +25,7 @@ use std::sync::Arc;
 
 use faye_server::RequestInfo;
 
+use crate::deflate::{self, DeflateIo};
 use crate::{FayeBody, FayeService, bad_request, full, request_info};
 
 fn header_has(req: &Request<impl Sized>, name: header::HeaderName, token: &str) -> bool {
@@ -50,6 +54,8 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
     else {
         return bad_request();
     };
+    let deflate =
+        if svc.shared.options.websocket_deflate { deflate::negotiate(req.headers()) } else { None };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let request = request_info(req.into_parts().0, "websocket");
     let tracker = svc.shared.sockets.clone();
@@ -65,8 +71,14 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
                     .max_message_size(Some(opts.max_request_bytes))
                     .max_frame_size(Some(opts.max_request_bytes));
                 let io = TokioIo::new(upgraded);
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                run(&svc, ws, request).await;
+                if let Some(agreed) = deflate {
+                    let io = DeflateIo::new(io, agreed, opts.max_request_bytes);
+                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                    run(&svc, ws, request, true).await;
+                } else {
+                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                    run(&svc, ws, request, false).await;
+                }
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
@@ -79,12 +91,23 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
+    if let Some(agreed) = deflate {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(agreed.response()));
+    }
     res
 }
 
-fn text_frame(json: Bytes) -> WsMessage {
+/// A text message, compressed (RSV1 set) when `deflate` was negotiated and that
+/// makes it shorter.
+fn text_frame(json: Bytes, deflate: bool) -> WsMessage {
     // serde_json writes UTF-8, and deliveries were serialized by it.
-    WsMessage::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
+    let text = Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("[]"));
+    if deflate && let Some(compressed) = deflate::compress(text.as_bytes()) {
+        let mut frame = Frame::message(compressed, OpCode::Data(Data::Text), true);
+        frame.header_mut().rsv1 = true;
+        return WsMessage::Frame(frame);
+    }
+    WsMessage::Text(text)
 }
 
 /// The next ping time, or never when pings are off.
@@ -97,8 +120,13 @@ async fn tick(ping: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn run<E, S>(svc: &FayeService<E>, ws: WebSocketStream<S>, request: Arc<RequestInfo>)
-where
+/// Serves one socket; `deflate`: compress server text messages.
+async fn run<E, S>(
+    svc: &FayeService<E>,
+    ws: WebSocketStream<S>,
+    request: Arc<RequestInfo>,
+    deflate: bool,
+) where
     E: Engine,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -151,11 +179,13 @@ where
                     break None;
                 }
             },
-            Some(reply) = pending.next() => Some(text_frame(reply)),
+            Some(reply) = pending.next() => Some(text_frame(reply, deflate)),
             next = &mut push, if !closing => {
                 push.set(socket.next_push());
                 match next {
-                    Push::Messages(messages) => Some(text_frame(encode_deliveries(&messages))),
+                    Push::Messages(messages) => {
+                        Some(text_frame(encode_deliveries(&messages), deflate))
+                    }
                     Push::Closed => {
                         closing = true;
                         None
