@@ -1,5 +1,6 @@
 //! Publishing to N subscribers: through the memory engine alone, and through the
-//! whole server (decode, handler, engine, wakeups) with sockets draining.
+//! whole server (decode, handler, engine, wakeups) with sockets draining and
+//! framing what they were pushed.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use faye_engine::{
     ClientId, Engine, EngineContext, EngineEvent, EngineListener, Limits, MemoryEngine,
 };
 use faye_protocol::decode_batch;
-use faye_server::{Context, Server, ServerOptions};
+use faye_server::{Context, Push, Server, ServerOptions, encode_deliveries};
 use serde_json::json;
 
 struct Nop;
@@ -90,8 +91,13 @@ fn server_publish(c: &mut Criterion) {
                 rt.block_on(async {
                     let batch = decode_batch(black_box(publish)).unwrap();
                     black_box(server.process(batch, &Context::local()).await);
+                    // Each socket frames what it was pushed, as the WebSocket
+                    // transport does before writing it.
                     for socket in &sockets {
-                        black_box(socket.next_push().await);
+                        let Push::Messages(messages) = socket.next_push().await else {
+                            unreachable!()
+                        };
+                        black_box(encode_deliveries(&messages));
                     }
                 })
             })
