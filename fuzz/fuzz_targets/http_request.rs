@@ -419,7 +419,7 @@ struct Input {
 
 /// Handshakes a client in-process, subscribes it and queues messages for it.
 async fn set_up(server: &Server<MemoryEngine>, setup: &Setup, auth: bool) -> String {
-    let local = Context::local();
+    let local = Context::trusted();
     let hs = decode_batch(
         br#"{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}"#,
     )

@@ -4,24 +4,21 @@
 //! The [`Engine`] trait is shaped for a networked engine (Redis) as much as for the
 //! [`MemoryEngine`]: every method is async and fallible, and the engine tells the
 //! server through an [`EngineListener`] when a client has mail or was destroyed. The
-//! engine knows nothing of Bayeux replies or transports: a queued message is the
-//! already-serialized JSON of one delivery, shared by every recipient.
+//! engine knows nothing of Bayeux replies or transports: a queued message is an
+//! [`EncodedMessage`], serialized once and shared by every recipient.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-pub use faye_protocol::ClientId;
+pub use faye_protocol::channel::Channel;
+pub use faye_protocol::{ClientId, EncodedMessage};
 
 mod memory;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use memory::MemoryEngine;
-
-/// One message as delivered: the JSON object, serialized once, without `clientId`.
-pub type Delivery = Bytes;
 
 /// An engine failure (a networked engine's backend unreachable, say).
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +68,15 @@ pub struct EngineContext {
     pub limits: Limits,
 }
 
+impl std::fmt::Debug for EngineContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineContext")
+            .field("timeout", &self.timeout)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Per-client bounds, so that one client cannot take the server's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -101,11 +107,10 @@ pub enum Subscribed {
 
 /// Storage for clients, subscriptions and queues (Faye's engine contract, §2.2).
 ///
-/// `channel` arguments are already validated names or patterns; an engine need not
-/// check them. Publishing takes the expanded subscription keys implicitly: an engine
-/// routes a publish to `channel` to the union of subscribers of
-/// [`faye_protocol::channel::expand`]`(channel)`, at most once per client.
-pub trait Engine: Send + Sync + 'static {
+/// Channels arrive parsed ([`Channel`]), so an engine need not check them. An
+/// engine routes a publish to `channel` to the union of subscribers of the keys of
+/// [`Channel::expand`], at most once per client.
+pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     /// Called once by the server before any other method.
     fn start(&self, ctx: EngineContext);
 
@@ -132,30 +137,30 @@ pub trait Engine: Send + Sync + 'static {
     fn subscribe(
         &self,
         client: &ClientId,
-        channel: &str,
+        channel: &Channel,
     ) -> impl Future<Output = Result<Subscribed, EngineError>> + Send;
 
     /// Unsubscribes; `true` (and an `Unsubscribe` event) only if it existed.
     fn unsubscribe(
         &self,
         client: &ClientId,
-        channel: &str,
+        channel: &Channel,
     ) -> impl Future<Output = Result<bool, EngineError>> + Send;
 
-    /// Queues `message` once for every client subscribed to a key of `expand(channel)`
-    /// and calls [`EngineListener::mail`] for each. A recipient whose queue is full
-    /// ([`Limits::max_queue`]) is destroyed instead.
+    /// Queues `message` once for every client subscribed to a key of
+    /// `channel.expand()` and calls [`EngineListener::mail`] for each. A recipient
+    /// whose queue is full ([`Limits::max_queue`]) is destroyed instead.
     fn publish(
         &self,
-        channel: &str,
-        message: Delivery,
+        channel: &Channel,
+        message: EncodedMessage,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Takes every message queued for the client, oldest first.
     fn take_queue(
         &self,
         client: &ClientId,
-    ) -> impl Future<Output = Result<Vec<Delivery>, EngineError>> + Send;
+    ) -> impl Future<Output = Result<Vec<EncodedMessage>, EngineError>> + Send;
 
     /// Stops timers and releases resources; the engine is not used afterwards.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;

@@ -3,12 +3,11 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-use faye_protocol::channel::expand;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::{
-    ClientId, Delivery, Engine, EngineContext, EngineError, EngineEvent, Subscribed,
+    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, EngineEvent, Subscribed,
     generate_client_id,
 };
 
@@ -21,12 +20,14 @@ use crate::{
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use faye_engine::{Engine, MemoryEngine};
+/// use faye_engine::{Channel, EncodedMessage, Engine, MemoryEngine};
 /// let engine = MemoryEngine::new();
 /// # engine.start(faye_engine::EngineContext { listener: std::sync::Arc::new(Nop), timeout: std::time::Duration::from_secs(60), limits: Default::default() });
 /// let id = engine.create_client().await.unwrap();
-/// engine.subscribe(&id, "/chat/*").await.unwrap();
-/// engine.publish("/chat/room", r#"{"channel":"/chat/room","data":1}"#.into()).await.unwrap();
+/// let (pattern, room) = (Channel::parse("/chat/*").unwrap(), Channel::parse("/chat/room").unwrap());
+/// engine.subscribe(&id, &pattern).await.unwrap();
+/// let message = EncodedMessage::from_json(br#"{"channel":"/chat/room","data":1}"#);
+/// engine.publish(&room, message).await.unwrap();
 /// assert_eq!(engine.take_queue(&id).await.unwrap().len(), 1);
 /// # }
 /// # struct Nop;
@@ -53,7 +54,7 @@ struct ClientEntry {
 
 struct ClientState {
     channels: HashSet<String>,
-    queue: VecDeque<Delivery>,
+    queue: VecDeque<EncodedMessage>,
     expires_at: Instant,
     destroyed: bool,
     reaper: Option<AbortHandle>,
@@ -76,6 +77,15 @@ struct SubscriberSet {
 /// the data is still usable, and one panic must not take every client down.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl std::fmt::Debug for MemoryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryEngine")
+            .field("clients", &self.inner.clients.len())
+            .field("channels", &self.inner.channels.len())
+            .finish()
+    }
 }
 
 impl MemoryEngine {
@@ -210,7 +220,12 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn subscribe(&self, client: &ClientId, channel: &str) -> Result<Subscribed, EngineError> {
+    async fn subscribe(
+        &self,
+        client: &ClientId,
+        channel: &Channel,
+    ) -> Result<Subscribed, EngineError> {
+        let channel = channel.as_str();
         let max = self.inner.ctx()?.limits.max_subscriptions;
         let Some(entry) = self.inner.entry(client) else {
             return Ok(Subscribed::Unchanged);
@@ -231,7 +246,8 @@ impl Engine for MemoryEngine {
         Ok(Subscribed::Added)
     }
 
-    async fn unsubscribe(&self, client: &ClientId, channel: &str) -> Result<bool, EngineError> {
+    async fn unsubscribe(&self, client: &ClientId, channel: &Channel) -> Result<bool, EngineError> {
+        let channel = channel.as_str();
         let Some(entry) = self.inner.entry(client) else {
             return Ok(false);
         };
@@ -246,13 +262,13 @@ impl Engine for MemoryEngine {
         Ok(true)
     }
 
-    async fn publish(&self, channel: &str, message: Delivery) -> Result<(), EngineError> {
+    async fn publish(&self, channel: &Channel, message: EncodedMessage) -> Result<(), EngineError> {
         let mut recipients: Vec<ClientId> = Vec::new();
         {
             let channels = self.inner.channels.pin();
             let mut hits = 0;
-            for key in expand(channel) {
-                if let Some(subs) = channels.get(&key) {
+            for key in &channel.expand() {
+                if let Some(subs) = channels.get(key) {
                     recipients.extend(lock(&subs.set).ids.iter().copied());
                     hits += 1;
                 }
@@ -292,7 +308,7 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn take_queue(&self, client: &ClientId) -> Result<Vec<Delivery>, EngineError> {
+    async fn take_queue(&self, client: &ClientId) -> Result<Vec<EncodedMessage>, EngineError> {
         Ok(self
             .inner
             .entry(client)

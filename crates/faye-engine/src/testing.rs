@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tokio::time::sleep;
 
+use faye_protocol::{Channel, EncodedMessage};
+
 use crate::{ClientId, Engine, EngineContext, EngineEvent, EngineListener, Limits, Subscribed};
 
 /// The timeout the suite starts engines with.
@@ -23,7 +25,7 @@ pub const TIMEOUT: Duration = Duration::from_millis(300);
 pub const LIMITS: Limits = Limits { max_subscriptions: 8, max_queue: 4 };
 
 /// A listener that records everything an engine reports.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Recorder {
     events: Mutex<Vec<EngineEvent>>,
     mail: Mutex<Vec<ClientId>>,
@@ -62,12 +64,17 @@ async fn queue_of<E: Engine>(engine: &E, id: &ClientId) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        .map(|m| String::from_utf8(m.json().to_vec()).unwrap())
         .collect()
 }
 
-fn msg(channel: &str, data: &str) -> bytes::Bytes {
-    format!(r#"{{"channel":"{channel}","data":{data}}}"#).into()
+fn msg(channel: &str, data: &str) -> EncodedMessage {
+    EncodedMessage::from_json(format!(r#"{{"channel":"{channel}","data":{data}}}"#).as_bytes())
+}
+
+/// A channel the suite knows to be valid.
+fn ch(name: &str) -> Channel {
+    Channel::parse(name).expect("a valid channel")
 }
 
 /// Ids are 31 base-36 characters, unique, and each creation reports `Handshake`.
@@ -111,9 +118,9 @@ pub async fn expires_two_timeouts_after_the_last_ping<E: Engine>(engine: E) {
 pub async fn destroy_unsubscribes_and_reports_disconnect_then_close<E: Engine>(engine: E) {
     let (engine, rec) = start(engine);
     let id = engine.create_client().await.unwrap();
-    engine.subscribe(&id, "/foo").await.unwrap();
-    engine.subscribe(&id, "/bar/*").await.unwrap();
-    engine.publish("/foo", msg("/foo", "1")).await.unwrap();
+    engine.subscribe(&id, &ch("/foo")).await.unwrap();
+    engine.subscribe(&id, &ch("/bar/*")).await.unwrap();
+    engine.publish(&ch("/foo"), msg("/foo", "1")).await.unwrap();
     engine.destroy_client(&id).await.unwrap();
     assert!(!engine.client_exists(&id).await.unwrap());
     let mut tail: Vec<EngineEvent> = rec.events().split_off(3);
@@ -121,7 +128,7 @@ pub async fn destroy_unsubscribes_and_reports_disconnect_then_close<E: Engine>(e
     assert!(unsubs.contains(&EngineEvent::Unsubscribe(id, "/foo".into())));
     assert!(unsubs.contains(&EngineEvent::Unsubscribe(id, "/bar/*".into())));
     assert_eq!(tail, [EngineEvent::Disconnect(id), EngineEvent::Close(id)]);
-    engine.publish("/foo", msg("/foo", "2")).await.unwrap();
+    engine.publish(&ch("/foo"), msg("/foo", "2")).await.unwrap();
     assert!(queue_of(&engine, &id).await.is_empty());
     // Destroying twice, or an unknown client, is harmless and silent.
     engine.destroy_client(&id).await.unwrap();
@@ -133,11 +140,11 @@ pub async fn destroy_unsubscribes_and_reports_disconnect_then_close<E: Engine>(e
 pub async fn subscription_events_fire_only_on_change<E: Engine>(engine: E) {
     let (engine, rec) = start(engine);
     let id = engine.create_client().await.unwrap();
-    assert_eq!(engine.subscribe(&id, "/foo/**").await.unwrap(), Subscribed::Added);
-    assert_eq!(engine.subscribe(&id, "/foo/**").await.unwrap(), Subscribed::Unchanged);
-    assert!(engine.unsubscribe(&id, "/foo/**").await.unwrap());
-    assert!(!engine.unsubscribe(&id, "/foo/**").await.unwrap());
-    assert!(!engine.unsubscribe(&id, "/never").await.unwrap());
+    assert_eq!(engine.subscribe(&id, &ch("/foo/**")).await.unwrap(), Subscribed::Added);
+    assert_eq!(engine.subscribe(&id, &ch("/foo/**")).await.unwrap(), Subscribed::Unchanged);
+    assert!(engine.unsubscribe(&id, &ch("/foo/**")).await.unwrap());
+    assert!(!engine.unsubscribe(&id, &ch("/foo/**")).await.unwrap());
+    assert!(!engine.unsubscribe(&id, &ch("/never")).await.unwrap());
     assert_eq!(
         rec.events()[1..],
         [
@@ -155,7 +162,7 @@ pub async fn publish_routes_by_name_and_wildcards<E: Engine>(engine: E) {
     let mut ids = Vec::new();
     for channel in subs {
         let id = engine.create_client().await.unwrap();
-        engine.subscribe(&id, channel).await.unwrap();
+        engine.subscribe(&id, &ch(channel)).await.unwrap();
         ids.push((channel, id));
     }
     let cases: [(&str, &[&str]); 4] = [
@@ -165,7 +172,7 @@ pub async fn publish_routes_by_name_and_wildcards<E: Engine>(engine: E) {
         ("/nobody/listens/here", &["/**"]),
     ];
     for (published, expected) in cases {
-        engine.publish(published, msg(published, "1")).await.unwrap();
+        engine.publish(&ch(published), msg(published, "1")).await.unwrap();
         for (channel, id) in &ids {
             let got = queue_of(&engine, id).await;
             let want = usize::from(expected.contains(channel));
@@ -182,11 +189,11 @@ pub async fn delivers_once_per_client_per_publish<E: Engine>(engine: E) {
     let id = engine.create_client().await.unwrap();
     let other = engine.create_client().await.unwrap();
     for channel in ["/a/b", "/a/*", "/a/**", "/**"] {
-        engine.subscribe(&id, channel).await.unwrap();
+        engine.subscribe(&id, &ch(channel)).await.unwrap();
     }
-    engine.subscribe(&other, "/a/b").await.unwrap();
-    engine.publish("/a/b", msg("/a/b", r#""first""#)).await.unwrap();
-    engine.publish("/a/b", msg("/a/b", r#""ünïcödé ✓""#)).await.unwrap();
+    engine.subscribe(&other, &ch("/a/b")).await.unwrap();
+    engine.publish(&ch("/a/b"), msg("/a/b", r#""first""#)).await.unwrap();
+    engine.publish(&ch("/a/b"), msg("/a/b", r#""ünïcödé ✓""#)).await.unwrap();
     assert_eq!(
         queue_of(&engine, &id).await,
         [r#"{"channel":"/a/b","data":"first"}"#, r#"{"channel":"/a/b","data":"ünïcödé ✓"}"#]
@@ -202,13 +209,13 @@ pub async fn delivers_once_per_client_per_publish<E: Engine>(engine: E) {
 pub async fn unsubscribed_clients_receive_nothing<E: Engine>(engine: E) {
     let (engine, _rec) = start(engine);
     let id = engine.create_client().await.unwrap();
-    engine.subscribe(&id, "/foo").await.unwrap();
-    engine.unsubscribe(&id, "/foo").await.unwrap();
-    engine.publish("/foo", msg("/foo", "1")).await.unwrap();
+    engine.subscribe(&id, &ch("/foo")).await.unwrap();
+    engine.unsubscribe(&id, &ch("/foo")).await.unwrap();
+    engine.publish(&ch("/foo"), msg("/foo", "1")).await.unwrap();
     assert!(queue_of(&engine, &id).await.is_empty());
     // Resubscribing after the channel's subscriber set was emptied works.
-    engine.subscribe(&id, "/foo").await.unwrap();
-    engine.publish("/foo", msg("/foo", "2")).await.unwrap();
+    engine.subscribe(&id, &ch("/foo")).await.unwrap();
+    engine.publish(&ch("/foo"), msg("/foo", "2")).await.unwrap();
     assert_eq!(queue_of(&engine, &id).await.len(), 1);
     engine.shutdown().await;
 }
@@ -218,15 +225,15 @@ pub async fn refuses_subscriptions_past_the_limit<E: Engine>(engine: E) {
     let (engine, rec) = start(engine);
     let id = engine.create_client().await.unwrap();
     for i in 0..LIMITS.max_subscriptions {
-        assert_eq!(engine.subscribe(&id, &format!("/c{i}")).await.unwrap(), Subscribed::Added);
+        assert_eq!(engine.subscribe(&id, &ch(&format!("/c{i}"))).await.unwrap(), Subscribed::Added);
     }
-    assert_eq!(engine.subscribe(&id, "/one/more").await.unwrap(), Subscribed::LimitReached);
-    assert_eq!(engine.subscribe(&id, "/c0").await.unwrap(), Subscribed::Unchanged);
-    engine.publish("/one/more", msg("/one/more", "1")).await.unwrap();
+    assert_eq!(engine.subscribe(&id, &ch("/one/more")).await.unwrap(), Subscribed::LimitReached);
+    assert_eq!(engine.subscribe(&id, &ch("/c0")).await.unwrap(), Subscribed::Unchanged);
+    engine.publish(&ch("/one/more"), msg("/one/more", "1")).await.unwrap();
     assert!(queue_of(&engine, &id).await.is_empty());
     assert_eq!(rec.events().len(), 1 + LIMITS.max_subscriptions);
-    engine.unsubscribe(&id, "/c0").await.unwrap();
-    assert_eq!(engine.subscribe(&id, "/one/more").await.unwrap(), Subscribed::Added);
+    engine.unsubscribe(&id, &ch("/c0")).await.unwrap();
+    assert_eq!(engine.subscribe(&id, &ch("/one/more")).await.unwrap(), Subscribed::Added);
     engine.shutdown().await;
 }
 
@@ -236,14 +243,14 @@ pub async fn destroys_a_client_whose_queue_overflows<E: Engine>(engine: E) {
     let (engine, rec) = start(engine);
     let slow = engine.create_client().await.unwrap();
     let fast = engine.create_client().await.unwrap();
-    engine.subscribe(&slow, "/feed").await.unwrap();
-    engine.subscribe(&fast, "/feed").await.unwrap();
+    engine.subscribe(&slow, &ch("/feed")).await.unwrap();
+    engine.subscribe(&fast, &ch("/feed")).await.unwrap();
     for i in 0..LIMITS.max_queue {
-        engine.publish("/feed", msg("/feed", &i.to_string())).await.unwrap();
+        engine.publish(&ch("/feed"), msg("/feed", &i.to_string())).await.unwrap();
         assert_eq!(queue_of(&engine, &fast).await.len(), 1);
     }
     assert!(engine.client_exists(&slow).await.unwrap(), "a full queue is still allowed");
-    engine.publish("/feed", msg("/feed", "\"overflow\"")).await.unwrap();
+    engine.publish(&ch("/feed"), msg("/feed", "\"overflow\"")).await.unwrap();
     assert!(!engine.client_exists(&slow).await.unwrap());
     assert!(rec.events().ends_with(&[EngineEvent::Disconnect(slow), EngineEvent::Close(slow)]));
     assert_eq!(queue_of(&engine, &fast).await, [r#"{"channel":"/feed","data":"overflow"}"#]);

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use faye_engine::Engine;
-use faye_server::{Push, Socket, encode_deliveries};
+use faye_protocol::{EncodedMessage, encode_batch};
+use faye_server::{Push, Socket};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
@@ -39,7 +40,7 @@ pub(crate) async fn open<E: Engine, B>(
 ) -> Response<FayeBody> {
     let client = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
     let request = request_info(req.into_parts().0, "eventsource");
-    let socket = svc.server().socket(Some(Arc::unwrap_or_clone(request)));
+    let socket = svc.server().socket(Arc::unwrap_or_clone(request));
     if !socket.attach(&client).await {
         return text(StatusCode::NOT_FOUND, "Unknown client");
     }
@@ -57,8 +58,8 @@ pub(crate) async fn open<E: Engine, B>(
 }
 
 /// One event: `data: <JSON array>` and a blank line. JSON has no raw newlines.
-fn event(messages: &[Bytes]) -> Bytes {
-    let json = encode_deliveries(messages);
+fn event(messages: &[EncodedMessage]) -> Bytes {
+    let json = encode_batch(messages);
     let mut out = Vec::with_capacity(json.len() + 10);
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(&json);

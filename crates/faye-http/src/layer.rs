@@ -20,7 +20,7 @@ use crate::{FayeBody, FayeService};
 /// ```
 ///
 /// `examples/hyper_attach.rs` is a complete, tested program.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct FayeLayer<E: Engine> {
     faye: FayeService<E>,
 }
@@ -41,7 +41,7 @@ impl<E: Engine, S> tower_layer::Layer<S> for FayeLayer<E> {
 }
 
 /// An app with Faye attached; see [`FayeLayer`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Attached<E: Engine, S> {
     faye: FayeService<E>,
     inner: S,

@@ -205,6 +205,16 @@ struct Shared<E: Engine> {
     sockets: TaskTracker,
 }
 
+impl<E: Engine> std::fmt::Debug for FayeService<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FayeService")
+            .field("server", &self.shared.server)
+            .field("options", &self.shared.options)
+            .field("sockets", &self.shared.sockets.len())
+            .finish()
+    }
+}
+
 impl<E: Engine> Clone for FayeService<E> {
     fn clone(&self) -> Self {
         Self { shared: self.shared.clone() }

@@ -2,10 +2,10 @@
 //! with the headers Faye's Node adapter sends (§4.4).
 
 use faye_engine::Engine;
-use faye_protocol::{Message, decode_batch, escape_jsonp};
+use faye_protocol::{Message, decode_batch, encode_batch, escape_jsonp};
 use std::sync::Arc;
 
-use faye_server::{Context, RequestInfo, encode_replies};
+use faye_server::{Context, RequestInfo};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -87,7 +87,7 @@ impl<E: Engine> FayeService<E> {
 
     async fn run(&self, batch: Vec<Message>, request: &Arc<RequestInfo>) -> bytes::Bytes {
         let ctx = Context::remote(request.clone());
-        encode_replies(&self.shared.server.process(batch, &ctx).await)
+        encode_batch(&self.shared.server.process(batch, &ctx).await)
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use faye_engine::Engine;
-use faye_protocol::decode_batch;
-use faye_server::{Context, Push, encode_deliveries, encode_replies};
+use faye_protocol::{EncodedMessage, decode_batch, encode_batch};
+use faye_server::{Context, Push};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
@@ -100,14 +100,32 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
 /// A text message, compressed (RSV1 set) when `deflate` was negotiated and that
 /// makes it shorter.
 fn text_frame(json: Bytes, deflate: bool) -> WsMessage {
-    // serde_json writes UTF-8, and deliveries were serialized by it.
-    let text = Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("[]"));
-    if deflate && let Some(compressed) = deflate::compress(text.as_bytes()) {
+    let compressed = if deflate { deflate::compress(&json).map(Bytes::from) } else { None };
+    message(json, compressed)
+}
+
+/// The frame for a push. A push of one message is the same for every recipient
+/// socket, so it is framed when it is published and, with deflate, compressed by
+/// the first socket that sends it, for all of them.
+fn push_frame(messages: &[EncodedMessage], deflate: bool) -> WsMessage {
+    match messages {
+        [shared] if deflate => message(
+            shared.batch(),
+            shared.derived(|batch| deflate::compress(batch).map(Bytes::from)),
+        ),
+        _ => text_frame(encode_batch(messages), deflate),
+    }
+}
+
+/// `json` as a text message, or `compressed` in its place when there is one.
+fn message(json: Bytes, compressed: Option<Bytes>) -> WsMessage {
+    if let Some(compressed) = compressed {
         let mut frame = Frame::message(compressed, OpCode::Data(Data::Text), true);
         frame.header_mut().rsv1 = true;
         return WsMessage::Frame(frame);
     }
-    WsMessage::Text(text)
+    // serde_json writes UTF-8, and deliveries were serialized by it.
+    WsMessage::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
 }
 
 /// The next ping time, or never when pings are off.
@@ -131,7 +149,7 @@ async fn run<E, S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let server = svc.server();
-    let socket = server.socket(Some(Arc::unwrap_or_clone(request)));
+    let socket = server.socket(Arc::unwrap_or_clone(request));
     let max_batch = svc.shared.options.max_batch;
     let (mut sink, mut stream) = ws.split();
     let mut pending = FuturesUnordered::new();
@@ -161,7 +179,7 @@ async fn run<E, S>(
                         Ok(batch) => {
                             let ctx = Context::on_socket(&socket);
                             pending.push(async move {
-                                encode_replies(&server.process(batch, &ctx).await)
+                                encode_batch(&server.process(batch, &ctx).await)
                             });
                         }
                         // Faye ignores a frame it cannot parse and keeps the socket.
@@ -183,9 +201,7 @@ async fn run<E, S>(
             next = &mut push, if !closing => {
                 push.set(socket.next_push());
                 match next {
-                    Push::Messages(messages) => {
-                        Some(text_frame(encode_deliveries(&messages), deflate))
-                    }
+                    Push::Messages(messages) => Some(push_frame(&messages, deflate)),
                     Push::Closed => {
                         closing = true;
                         None

@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use faye_protocol::{channel, decode_batch, encode_delivery};
+use faye_protocol::{Channel, EncodedMessage, decode_batch};
 
 fn decode(c: &mut Criterion) {
     let publish = br#"[{"channel":"/chat/room42","data":{"user":"alice","text":"hello, world! this is fifty bytes"},"clientId":"o1g8hitpprnpnmtwamrjzu11hwh7all","id":"1f"}]"#;
@@ -31,13 +31,14 @@ fn decode(c: &mut Criterion) {
 
 fn encode(c: &mut Criterion) {
     let msg = decode_batch(br#"{"channel":"/chat/room42","data":{"user":"alice","text":"hello, world!"},"clientId":"o1g8hitpprnpnmtwamrjzu11hwh7all","id":"1f"}"#).unwrap().remove(0);
-    c.bench_function("encode_delivery", |b| b.iter(|| encode_delivery(black_box(&msg))));
+    c.bench_function("encode_delivery", |b| b.iter(|| EncodedMessage::delivery(black_box(&msg))));
 }
 
 fn expand(c: &mut Criterion) {
     let mut g = c.benchmark_group("expand");
     for name in ["/chat", "/chat/room42", "/a/b/c/d/e"] {
-        g.bench_function(name, |b| b.iter(|| channel::expand(black_box(name))));
+        let channel = Channel::parse(name).unwrap();
+        g.bench_function(name, |b| b.iter(|| black_box(&channel).expand()));
     }
     g.finish();
 }

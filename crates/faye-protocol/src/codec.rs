@@ -1,7 +1,11 @@
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::message::{BatchItem, Message, Wire};
+use crate::message::{Message, RequestItem, Wire};
 
 /// Why a request body is not a Bayeux batch. Faye answers all of these with
 /// HTTP 400 `Bad request`.
@@ -30,7 +34,7 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<Message>, DecodeError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match first {
         Some(b'[') => {
-            let items: Vec<BatchItem> = serde_json::from_slice(body)?;
+            let items: Vec<RequestItem> = serde_json::from_slice(body)?;
             Ok(items.into_iter().filter_map(|i| i.0).collect())
         }
         Some(b'{') => Ok(vec![serde_json::from_slice(body)?]),
@@ -41,13 +45,168 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<Message>, DecodeError> {
     }
 }
 
-/// Serializes a published message once for all its recipients: without `clientId`,
-/// `advice` and `successful`.
-pub fn encode_delivery(msg: &Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    // Writing to a Vec cannot fail and every field is valid JSON already.
-    let _ = Wire { msg, delivery: true }.serialize(&mut serde_json::Serializer::new(&mut out));
-    out
+/// A published message, JSON-encoded once for all its recipients (see
+/// [`EncodedMessage::delivery`]). Cheap to clone: every recipient's queue holds the
+/// same bytes.
+///
+/// It is stored as a one-message batch, `[{...}]`, so a push of just this message
+/// is written as it is, with no copy; in a longer batch its object is copied in.
+#[derive(Clone)]
+pub struct EncodedMessage(Arc<Encoded>);
+
+struct Encoded {
+    batch: Bytes,
+    /// One further encoding a transport derives from `batch` and shares between
+    /// recipients as well (a compressed WebSocket message).
+    derived: OnceLock<Option<Bytes>>,
+}
+
+impl EncodedMessage {
+    /// Encodes a published message as subscribers receive it. `clientId` is the
+    /// publisher's credential and `advice`/`successful` would let a publisher spoof
+    /// replies, so they are left out.
+    pub fn delivery(msg: &Message) -> Self {
+        Self::encode(&Wire { msg, delivery: true })
+    }
+
+    /// Encodes every field of `msg` (a delivery an outgoing extension rewrote).
+    pub fn new(msg: &Message) -> Self {
+        Self::encode(msg)
+    }
+
+    fn encode(msg: &impl Serialize) -> Self {
+        let mut out = Vec::with_capacity(128);
+        out.push(b'[');
+        // Writing to a Vec cannot fail and every field is valid JSON already.
+        let _ = msg.serialize(&mut serde_json::Serializer::new(&mut out));
+        out.push(b']');
+        Self::from_batch(out.into())
+    }
+
+    /// A message from its JSON object as [`EncodedMessage::delivery`] wrote it (an engine
+    /// that stores messages elsewhere reads them back this way). `object` is
+    /// trusted to be one JSON object: it is not parsed.
+    pub fn from_json(object: &[u8]) -> Self {
+        let mut out = Vec::with_capacity(object.len() + 2);
+        out.push(b'[');
+        out.extend_from_slice(object);
+        out.push(b']');
+        Self::from_batch(out.into())
+    }
+
+    fn from_batch(batch: Bytes) -> Self {
+        Self(Arc::new(Encoded { batch, derived: OnceLock::new() }))
+    }
+
+    /// The JSON object.
+    pub fn json(&self) -> &[u8] {
+        let batch = &self.0.batch;
+        &batch[1..batch.len() - 1]
+    }
+
+    /// The message alone as a batch, `[{...}]`, without copying.
+    pub fn batch(&self) -> Bytes {
+        self.0.batch.clone()
+    }
+
+    /// The message decoded again (for extensions that must see it as a value).
+    pub fn decode(&self) -> Result<Message, serde_json::Error> {
+        serde_json::from_slice(self.json())
+    }
+
+    /// Derives another encoding of [`EncodedMessage::batch`] the first time it is
+    /// asked for, and hands every later caller the same bytes: a message pushed to
+    /// many recipients is, for example, compressed once. `None` if `derive` declined.
+    pub fn derived(&self, derive: impl FnOnce(&[u8]) -> Option<Bytes>) -> Option<Bytes> {
+        self.0.derived.get_or_init(|| derive(&self.0.batch)).clone()
+    }
+}
+
+impl fmt::Debug for EncodedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EncodedMessage").field(&String::from_utf8_lossy(self.json())).finish()
+    }
+}
+
+impl PartialEq for EncodedMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl Eq for EncodedMessage {}
+
+/// Something that can be an element of a batch (a JSON array of messages).
+pub trait BatchItem {
+    /// Appends the element's JSON object to `out`.
+    fn write_json(&self, out: &mut Vec<u8>);
+    /// A guess at the encoded size, to size the buffer.
+    fn size_hint(&self) -> usize {
+        64
+    }
+    /// The element alone as a ready-made batch, if it has one.
+    fn as_batch(&self) -> Option<Bytes> {
+        None
+    }
+}
+
+impl BatchItem for Message {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, self);
+    }
+}
+
+impl BatchItem for EncodedMessage {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.json());
+    }
+    fn size_hint(&self) -> usize {
+        self.0.batch.len()
+    }
+    fn as_batch(&self) -> Option<Bytes> {
+        Some(self.batch())
+    }
+}
+
+impl<T: BatchItem + ?Sized> BatchItem for Box<T> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        (**self).write_json(out);
+    }
+    fn size_hint(&self) -> usize {
+        (**self).size_hint()
+    }
+    fn as_batch(&self) -> Option<Bytes> {
+        (**self).as_batch()
+    }
+}
+
+/// Encodes messages as the JSON array Faye writes for a request or a push. A
+/// single already-encoded message is returned as it is, without a copy.
+///
+/// ```
+/// use faye_protocol::{EncodedMessage, Message, encode_batch};
+/// let pushed = EncodedMessage::new(&Message::on("/chat"));
+/// assert_eq!(&encode_batch(&[pushed.clone()])[..], br#"[{"channel":"/chat"}]"#);
+/// assert_eq!(&encode_batch(&[pushed.clone(), pushed])[..], br#"[{"channel":"/chat"},{"channel":"/chat"}]"#);
+/// assert_eq!(&encode_batch::<Message>(&[])[..], b"[]");
+/// ```
+pub fn encode_batch<T: BatchItem>(items: &[T]) -> Bytes {
+    if let [one] = items
+        && let Some(batch) = one.as_batch()
+    {
+        return batch;
+    }
+    let mut out = Vec::with_capacity(items.iter().map(|i| i.size_hint() + 1).sum::<usize>() + 2);
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item.write_json(&mut out);
+    }
+    out.push(b']');
+    out.into()
 }
 
 /// Escapes U+2028 and U+2029, which JSON allows in strings but JavaScript source

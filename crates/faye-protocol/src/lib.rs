@@ -11,7 +11,8 @@
 //! assert_eq!(batch[0].channel.as_deref(), Some("/chat/room"));
 //! // `data` stays raw JSON: it is never re-parsed.
 //! assert_eq!(batch[0].data.as_ref().unwrap().get(), r#"{"text":"hi"}"#);
-//! assert_eq!(channel::expand("/chat/room"), ["/**", "/chat/room", "/chat/*", "/chat/**"]);
+//! let room = channel::Channel::parse("/chat/room").unwrap();
+//! assert_eq!(room.expand().iter().collect::<Vec<_>>(), ["/**", "/chat/room", "/chat/*", "/chat/**"]);
 //! ```
 
 pub mod channel;
@@ -20,8 +21,9 @@ mod codec;
 mod error;
 mod message;
 
+pub use channel::Channel;
 pub use client_id::ClientId;
-pub use codec::{DecodeError, decode_batch, encode_delivery, escape_jsonp};
+pub use codec::{BatchItem, DecodeError, EncodedMessage, decode_batch, encode_batch, escape_jsonp};
 pub use error::{BayeuxError, ErrorCode};
 pub use message::{Message, is_truthy, js_string};
 

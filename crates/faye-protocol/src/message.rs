@@ -168,40 +168,40 @@ impl<'de> Deserialize<'de> for Message {
 
 /// An element of a request batch. Faye skips falsy elements (no reply) and handles
 /// any other non-object as a message with no fields.
-pub(crate) struct BatchItem(pub(crate) Option<Message>);
+pub(crate) struct RequestItem(pub(crate) Option<Message>);
 
-impl<'de> Deserialize<'de> for BatchItem {
+impl<'de> Deserialize<'de> for RequestItem {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct ItemVisitor;
         impl<'de> Visitor<'de> for ItemVisitor {
-            type Value = BatchItem;
+            type Value = RequestItem;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a Bayeux message")
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BatchItem, A::Error> {
-                MessageVisitor.visit_map(map).map(|m| BatchItem(Some(m)))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RequestItem, A::Error> {
+                MessageVisitor.visit_map(map).map(|m| RequestItem(Some(m)))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BatchItem, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RequestItem, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(BatchItem(Some(Message::default())))
+                Ok(RequestItem(Some(Message::default())))
             }
-            fn visit_unit<E>(self) -> Result<BatchItem, E> {
-                Ok(BatchItem(None))
+            fn visit_unit<E>(self) -> Result<RequestItem, E> {
+                Ok(RequestItem(None))
             }
-            fn visit_bool<E>(self, v: bool) -> Result<BatchItem, E> {
-                Ok(BatchItem(v.then(Message::default)))
+            fn visit_bool<E>(self, v: bool) -> Result<RequestItem, E> {
+                Ok(RequestItem(v.then(Message::default)))
             }
-            fn visit_i64<E>(self, v: i64) -> Result<BatchItem, E> {
-                Ok(BatchItem((v != 0).then(Message::default)))
+            fn visit_i64<E>(self, v: i64) -> Result<RequestItem, E> {
+                Ok(RequestItem((v != 0).then(Message::default)))
             }
-            fn visit_u64<E>(self, v: u64) -> Result<BatchItem, E> {
-                Ok(BatchItem((v != 0).then(Message::default)))
+            fn visit_u64<E>(self, v: u64) -> Result<RequestItem, E> {
+                Ok(RequestItem((v != 0).then(Message::default)))
             }
-            fn visit_f64<E>(self, v: f64) -> Result<BatchItem, E> {
-                Ok(BatchItem((v != 0.0).then(Message::default)))
+            fn visit_f64<E>(self, v: f64) -> Result<RequestItem, E> {
+                Ok(RequestItem((v != 0.0).then(Message::default)))
             }
-            fn visit_str<E>(self, v: &str) -> Result<BatchItem, E> {
-                Ok(BatchItem((!v.is_empty()).then(Message::default)))
+            fn visit_str<E>(self, v: &str) -> Result<RequestItem, E> {
+                Ok(RequestItem((!v.is_empty()).then(Message::default)))
             }
         }
         d.deserialize_any(ItemVisitor)

@@ -1,7 +1,8 @@
 //! Channel grammar and `expand`, checked against independent oracles.
 
 use faye_protocol::channel::{
-    expand, is_meta, is_name, is_pattern, is_service, is_subscribable, is_valid,
+    Channel, ChannelKind, expand, is_meta, is_name, is_pattern, is_service, is_subscribable,
+    is_valid,
 };
 use proptest::prelude::*;
 use regex::Regex;
@@ -106,6 +107,28 @@ proptest! {
         unique.sort();
         unique.dedup();
         prop_assert_eq!(unique.len(), keys.len());
+    }
+
+    #[test]
+    fn a_parsed_channel_expands_as_its_string_does(ch in channel()) {
+        let parsed = Channel::parse(&ch).unwrap();
+        let expansion = parsed.expand();
+        let keys: Vec<&str> = expansion.iter().collect();
+        prop_assert_eq!(&keys, &expand(&ch));
+        prop_assert_eq!(expansion.len(), keys.len());
+        prop_assert_eq!(parsed.segments(), ch.matches('/').count());
+    }
+
+    #[test]
+    fn parsing_agrees_with_the_predicates(s in "(/|a|meta|service|\\*|\\*\\*|%){0,8}") {
+        let parsed = Channel::parse(&s);
+        prop_assert_eq!(parsed.is_some(), is_valid(&s));
+        if let Some(c) = parsed {
+            prop_assert_eq!(c.as_str(), s.as_str());
+            prop_assert_eq!(c.is_name(), is_name(&s));
+            prop_assert_eq!(c.kind() != ChannelKind::Name, is_pattern(&s));
+            prop_assert_eq!((c.is_meta(), c.is_service()), (is_meta(&s), is_service(&s)));
+        }
     }
 
     #[test]

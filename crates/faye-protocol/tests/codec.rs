@@ -1,7 +1,8 @@
 //! Decoding request batches and encoding deliveries.
 
 use faye_protocol::{
-    BayeuxError, ClientId, Message, decode_batch, encode_delivery, escape_jsonp, js_string,
+    BayeuxError, ClientId, EncodedMessage, Message, decode_batch, encode_batch, escape_jsonp,
+    js_string,
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -55,7 +56,7 @@ fn a_delivery_drops_the_credential_and_reply_fields_and_keeps_the_rest() {
         br#"{"channel":"/x/y","data":{"n":1},"id":"p1","clientId":"whatever","ext":{"a":1},"advice":{"reconnect":"none"},"successful":true,"extra":"kept"}"#,
     )
     .unwrap()[0];
-    let out: Value = serde_json::from_slice(&encode_delivery(m)).unwrap();
+    let out: Value = serde_json::from_slice(EncodedMessage::delivery(m).json()).unwrap();
     assert_eq!(
         out,
         json!({"channel":"/x/y","data":{"n":1},"id":"p1","ext":{"a":1},"extra":"kept"})
@@ -142,4 +143,37 @@ proptest! {
         let encoded: Value = serde_json::from_str(&m.to_json()).unwrap();
         prop_assert_eq!(encoded, original);
     }
+}
+
+#[test]
+fn a_batch_is_one_json_array_whatever_its_items() {
+    let m = Message { id: Some(json!("1")), ..Message::on("/a") };
+    let shared = EncodedMessage::new(&m);
+    // One already-encoded message goes out as the very bytes it was stored as.
+    let alone = encode_batch(std::slice::from_ref(&shared));
+    assert_eq!(alone.as_ptr(), shared.batch().as_ptr());
+    assert_eq!(&alone[..], br#"[{"id":"1","channel":"/a"}]"#);
+    let two: Value = serde_json::from_slice(&encode_batch(&[shared.clone(), shared])).unwrap();
+    assert_eq!(two, json!([{"id":"1","channel":"/a"}, {"id":"1","channel":"/a"}]));
+    let replies: Value = serde_json::from_slice(&encode_batch(&[m.clone(), m])).unwrap();
+    assert_eq!(replies, json!([{"id":"1","channel":"/a"}, {"id":"1","channel":"/a"}]));
+    assert_eq!(&encode_batch::<Message>(&[])[..], b"[]");
+}
+
+#[test]
+fn an_encoded_message_derives_its_other_encoding_once() {
+    let shared = EncodedMessage::new(&Message::on("/a"));
+    let mut calls = 0;
+    for _ in 0..3 {
+        let copy = shared.clone();
+        let derived = copy.derived(|batch| {
+            calls += 1;
+            Some(bytes::Bytes::copy_from_slice(&batch[1..]))
+        });
+        assert_eq!(derived.as_deref(), Some(&br#"{"channel":"/a"}]"#[..]));
+    }
+    assert_eq!(calls, 1);
+    let read_back = EncodedMessage::from_json(shared.json());
+    assert_eq!(read_back, shared);
+    assert_eq!(read_back.decode().unwrap().channel.as_deref(), Some("/a"));
 }

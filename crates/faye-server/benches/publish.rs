@@ -9,8 +9,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use faye_engine::{
     ClientId, Engine, EngineContext, EngineEvent, EngineListener, Limits, MemoryEngine,
 };
-use faye_protocol::decode_batch;
-use faye_server::{Context, Push, Server, ServerOptions, encode_deliveries};
+use faye_protocol::{Channel, EncodedMessage, decode_batch, encode_batch};
+use faye_server::{Context, Push, RequestInfo, Server, ServerOptions};
 use serde_json::json;
 
 struct Nop;
@@ -37,18 +37,19 @@ fn engine_publish(c: &mut Criterion) {
             let mut ids = Vec::new();
             for _ in 0..n {
                 let id = engine.create_client().await.unwrap();
-                engine.subscribe(&id, "/chat/*").await.unwrap();
+                engine.subscribe(&id, &Channel::parse("/chat/*").unwrap()).await.unwrap();
                 ids.push(id);
             }
             ids
         });
         let delivery =
-            bytes::Bytes::from_static(br#"{"channel":"/chat/room","data":{"text":"hello"}}"#);
+            EncodedMessage::from_json(br#"{"channel":"/chat/room","data":{"text":"hello"}}"#);
+        let room = Channel::parse("/chat/room").unwrap();
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
                 rt.block_on(async {
-                    engine.publish(black_box("/chat/room"), delivery.clone()).await.unwrap();
+                    engine.publish(black_box(&room), delivery.clone()).await.unwrap();
                     for id in &ids {
                         black_box(engine.take_queue(id).await.unwrap());
                     }
@@ -71,14 +72,14 @@ fn server_publish(c: &mut Criterion) {
                 let reply = server
                     .process(
                         decode_batch(br#"{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}"#).unwrap(),
-                        &Context::local(),
+                        &Context::trusted(),
                     )
                     .await;
                 let faye_server::Reply::Message(hs) = &reply[0] else { unreachable!() };
                 let id = hs.client_id.clone().unwrap();
                 let sub = json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/chat/*"});
-                server.process(decode_batch(sub.to_string().as_bytes()).unwrap(), &Context::local()).await;
-                let socket = server.socket(None);
+                server.process(decode_batch(sub.to_string().as_bytes()).unwrap(), &Context::trusted()).await;
+                let socket = server.socket(RequestInfo::default());
                 assert!(socket.attach(&id).await);
                 sockets.push(socket);
             }
@@ -90,14 +91,14 @@ fn server_publish(c: &mut Criterion) {
             b.iter(|| {
                 rt.block_on(async {
                     let batch = decode_batch(black_box(publish)).unwrap();
-                    black_box(server.process(batch, &Context::local()).await);
+                    black_box(server.process(batch, &Context::trusted()).await);
                     // Each socket frames what it was pushed, as the WebSocket
                     // transport does before writing it.
                     for socket in &sockets {
                         let Push::Messages(messages) = socket.next_push().await else {
                             unreachable!()
                         };
-                        black_box(encode_deliveries(&messages));
+                        black_box(encode_batch(&messages));
                     }
                 })
             })

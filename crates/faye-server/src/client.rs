@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use faye_engine::Engine;
-use faye_protocol::{Message, channel, decode_batch};
+use faye_protocol::{Channel, Message};
 use serde::Serialize;
-use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::{RawValue, to_raw_value};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -32,14 +32,14 @@ pub enum ClientError {
 
 /// A message received on a subscription.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub struct ReceivedMessage {
     /// The channel it was published to (useful with wildcard subscriptions).
     pub channel: String,
     /// The payload, raw JSON as published.
     pub data: Box<RawValue>,
 }
 
-impl Delivery {
+impl ReceivedMessage {
     /// The payload deserialized into `T`.
     pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.data.get())
@@ -48,21 +48,22 @@ impl Delivery {
 
 /// Messages arriving on one subscribed channel or pattern. Ends when the client
 /// disconnects or unsubscribes from the channel.
+#[derive(Debug)]
 pub struct Subscription {
-    rx: mpsc::Receiver<Delivery>,
+    rx: mpsc::Receiver<ReceivedMessage>,
 }
 
 impl Subscription {
     /// The next message, or `None` once the subscription has ended.
-    pub async fn recv(&mut self) -> Option<Delivery> {
+    pub async fn recv(&mut self) -> Option<ReceivedMessage> {
         self.rx.recv().await
     }
 }
 
 /// Listeners per subscribed channel or pattern.
-type Listeners = Arc<Mutex<HashMap<String, Vec<mpsc::Sender<Delivery>>>>>;
+type Listeners = Arc<Mutex<HashMap<String, Vec<mpsc::Sender<ReceivedMessage>>>>>;
 
-fn lock(l: &Listeners) -> MutexGuard<'_, HashMap<String, Vec<mpsc::Sender<Delivery>>>> {
+fn lock(l: &Listeners) -> MutexGuard<'_, HashMap<String, Vec<mpsc::Sender<ReceivedMessage>>>> {
     l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -94,15 +95,15 @@ const SUBSCRIPTION_BUFFER: usize = 256;
 impl<E: Engine> Server<E> {
     /// A new in-process client, already handshaken and connected.
     pub async fn client(&self) -> Result<LocalClient<E>, ClientError> {
-        let handshake = json!({
-            "channel": "/meta/handshake",
-            "version": "1.0",
-            "supportedConnectionTypes": ["in-process"],
-        });
+        let handshake = Message {
+            version: Some(json!(faye_protocol::BAYEUX_VERSION)),
+            supported_connection_types: Some(json!(["in-process"])),
+            ..Message::on("/meta/handshake")
+        };
         let reply = request(self, handshake).await?;
         let client_id = reply.client_id.ok_or(ClientError::NoReply)?;
         let listeners: Listeners = Arc::default();
-        let socket = Arc::new(self.socket(None));
+        let socket = Arc::new(self.trusted_socket());
         let connect = tokio::spawn(connect_loop(self.clone(), socket.clone(), client_id.clone()));
         let pump = tokio::spawn(pump(socket, listeners.clone()));
         Ok(LocalClient {
@@ -115,9 +116,8 @@ impl<E: Engine> Server<E> {
 }
 
 /// Sends one message in-process and returns its reply, or the error it carries.
-async fn request<E: Engine>(server: &Server<E>, message: Value) -> Result<Message, ClientError> {
-    let batch = decode_batch(message.to_string().as_bytes()).map_err(|_| ClientError::NoReply)?;
-    let reply = server.process(batch, &Context::local()).await.into_iter().next();
+async fn request<E: Engine>(server: &Server<E>, message: Message) -> Result<Message, ClientError> {
+    let reply = server.process(vec![message], &Context::trusted()).await.into_iter().next();
     let Some(Reply::Message(reply)) = reply else { return Err(ClientError::NoReply) };
     match (reply.successful, &reply.error) {
         (Some(true), _) => Ok(*reply),
@@ -129,11 +129,13 @@ async fn request<E: Engine>(server: &Server<E>, message: Value) -> Result<Messag
 /// Keeps a `/meta/connect` held on the client's socket, which binds it and keeps
 /// the session alive; stops when the session ends.
 async fn connect_loop<E: Engine>(server: Server<E>, socket: Arc<Socket<E>>, client_id: String) {
-    let connect =
-        json!({"channel": "/meta/connect", "clientId": client_id, "connectionType": "in-process"});
+    let connect = Message {
+        client_id: Some(client_id),
+        connection_type: Some("in-process".to_owned()),
+        ..Message::on("/meta/connect")
+    };
     loop {
-        let Ok(batch) = decode_batch(connect.to_string().as_bytes()) else { return };
-        let replies = server.process(batch, &Context::on_socket(&socket)).await;
+        let replies = server.process(vec![connect.clone()], &Context::on_socket(&socket)).await;
         let ok = matches!(replies.first(), Some(Reply::Message(m)) if m.successful == Some(true));
         if !ok || server.is_shutting_down() {
             return;
@@ -145,20 +147,18 @@ async fn connect_loop<E: Engine>(server: Server<E>, socket: Arc<Socket<E>>, clie
 async fn pump<E: Engine>(socket: Arc<Socket<E>>, listeners: Listeners) {
     loop {
         let Push::Messages(messages) = socket.next_push().await else { break };
-        for bytes in messages {
-            let Ok(message) = serde_json::from_slice::<Message>(&bytes) else { continue };
+        for encoded in messages {
+            // Deliveries reach this process as the bytes every recipient shares.
+            let Ok(message) = encoded.decode() else { continue };
             let (Some(name), Some(data)) = (message.channel, message.data) else { continue };
-            let targets: Vec<mpsc::Sender<Delivery>> = {
+            let Some(channel) = Channel::parse(&name) else { continue };
+            let targets: Vec<mpsc::Sender<ReceivedMessage>> = {
                 let map = lock(&listeners);
-                channel::expand(&name)
-                    .iter()
-                    .filter_map(|key| map.get(key))
-                    .flatten()
-                    .cloned()
-                    .collect()
+                channel.expand().iter().filter_map(|key| map.get(key)).flatten().cloned().collect()
             };
             for tx in targets {
-                let _ = tx.send(Delivery { channel: name.clone(), data: data.clone() }).await;
+                let received = ReceivedMessage { channel: name.clone(), data: data.clone() };
+                let _ = tx.send(received).await;
             }
         }
     }
@@ -178,8 +178,7 @@ impl<E: Engine> LocalClient<E> {
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
         let first = !lock(&self.listeners).contains_key(channel);
         if first {
-            let message = json!({"channel": "/meta/subscribe", "clientId": self.client_id, "subscription": channel});
-            request(&self.server, message).await?;
+            request(&self.server, self.message("/meta/subscribe", Some(channel))).await?;
         }
         lock(&self.listeners).entry(channel.to_owned()).or_default().push(tx);
         Ok(Subscription { rx })
@@ -188,20 +187,37 @@ impl<E: Engine> LocalClient<E> {
     /// Unsubscribes from a channel; its subscriptions end.
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), ClientError> {
         lock(&self.listeners).remove(channel);
-        let message = json!({"channel": "/meta/unsubscribe", "clientId": self.client_id, "subscription": channel});
-        request(&self.server, message).await.map(drop)
+        request(&self.server, self.message("/meta/unsubscribe", Some(channel))).await.map(drop)
     }
 
     /// Publishes `data` to `channel`.
     pub async fn publish(&self, channel: &str, data: &impl Serialize) -> Result<(), ClientError> {
-        let message = json!({"channel": channel, "data": serde_json::to_value(data)?, "clientId": self.client_id});
+        let message = Message { data: Some(to_raw_value(data)?), ..self.message(channel, None) };
         request(&self.server, message).await.map(drop)
     }
 
     /// Ends the session; every subscription ends.
     pub async fn disconnect(self) -> Result<(), ClientError> {
-        let message = json!({"channel": "/meta/disconnect", "clientId": self.client_id});
-        request(&self.server, message).await.map(drop)
+        request(&self.server, self.message("/meta/disconnect", None)).await.map(drop)
+    }
+
+    /// A message from this client on `channel`.
+    fn message(&self, channel: &str, subscription: Option<&str>) -> Message {
+        Message {
+            client_id: Some(self.client_id.clone()),
+            subscription: subscription.map(|s| json!(s)),
+            ..Message::on(channel)
+        }
+    }
+}
+
+impl<E: Engine> std::fmt::Debug for LocalClient<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let channels: Vec<String> = lock(&self.listeners).keys().cloned().collect();
+        f.debug_struct("LocalClient")
+            .field("client_id", &self.client_id)
+            .field("channels", &channels)
+            .finish_non_exhaustive()
     }
 }
 

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use faye_engine::{ClientId, Engine, Subscribed};
 use faye_protocol::{
-    BAYEUX_VERSION, BayeuxError, CONNECTION_TYPES, Message, MetaChannel, channel, encode_delivery,
+    BAYEUX_VERSION, BayeuxError, CONNECTION_TYPES, Channel, EncodedMessage, Message, MetaChannel,
     is_truthy, js_string,
 };
 use serde_json::{Value, json};
 
-use crate::connection::{BindingGuard, Connection};
+use crate::binding::{Binding, BindingGuard};
 use crate::extension::{Stage, pipe};
 use crate::{Context, Event, Reply, Server};
 
@@ -69,15 +69,17 @@ impl<E: Engine> Server<E> {
 
     async fn dispatch(&self, msg: Message, ctx: &Context<'_, E>) -> Vec<Reply> {
         let name = msg.channel.as_deref().unwrap_or("");
-        if !channel::is_meta(name) {
-            return vec![Reply::message(self.publish(msg).await)];
+        // Parsed once: a publish hands this on to the engine.
+        let channel = Channel::parse(name);
+        if !channel.as_ref().is_some_and(Channel::is_meta) {
+            return vec![Reply::message(self.publish(msg, channel).await)];
         }
         let reply = match MetaChannel::from_name(name) {
             Some(MetaChannel::Handshake) => self.handshake(msg).await,
             Some(MetaChannel::Connect) => return self.connect(msg, ctx).await,
             Some(MetaChannel::Disconnect) => self.disconnect(msg).await,
-            Some(MetaChannel::Subscribe) => self.subscribe(msg, true, ctx.is_local()).await,
-            Some(MetaChannel::Unsubscribe) => self.subscribe(msg, false, ctx.is_local()).await,
+            Some(MetaChannel::Subscribe) => self.subscribe(msg, true, ctx.is_trusted()).await,
+            Some(MetaChannel::Unsubscribe) => self.subscribe(msg, false, ctx.is_trusted()).await,
             None => {
                 let mut reply = make_response(&msg);
                 reply.error = Some(BayeuxError::channel_forbidden(name).into());
@@ -87,8 +89,12 @@ impl<E: Engine> Server<E> {
         vec![Reply::message(reply)]
     }
 
-    fn valid_length(&self, channel: &str) -> bool {
-        channel.len() <= self.shared.options.max_channel_length
+    /// Whether a parsed channel is within the configured bounds on length and
+    /// segments (Faye has neither).
+    fn within_limits(&self, channel: &Channel) -> bool {
+        let opts = &self.shared.options;
+        channel.as_str().len() <= opts.max_channel_length
+            && channel.segments() <= opts.max_channel_segments
     }
 
     /// Faye's `_advize`, for handshake and connect replies.
@@ -200,8 +206,8 @@ impl<E: Engine> Server<E> {
         }
         let mut replies = match ctx.socket {
             Some(socket) => {
-                let conn = socket.bind(client);
-                self.hold(&conn, hold).await;
+                let binding = socket.bind(client);
+                self.hold(&binding, hold).await;
                 Vec::new()
             }
             // The client has a live socket (an EventSource stream, or a WebSocket):
@@ -235,10 +241,10 @@ impl<E: Engine> Server<E> {
 
     /// Holds a connect on a socket: deliveries are pushed meanwhile, so the reply is
     /// a heartbeat sent after `hold`, or at once when the binding ends.
-    async fn hold(&self, conn: &Connection, hold: Duration) {
+    async fn hold(&self, binding: &Binding, hold: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(hold) => {}
-            _ = conn.ended.cancelled() => {}
+            _ = binding.ended.cancelled() => {}
         }
     }
 
@@ -247,9 +253,9 @@ impl<E: Engine> Server<E> {
     /// same client replaces this one.
     async fn poll(&self, client: ClientId, hold: Duration) -> Vec<Reply> {
         let registry = &self.shared.registry;
-        let conn = Connection::new(false);
-        registry.bind(client, conn.clone());
-        let _guard = BindingGuard { registry, client, conn: conn.clone() };
+        let binding = Binding::new(false);
+        registry.bind(client, binding.clone());
+        let _guard = BindingGuard { registry, client, binding: binding.clone() };
         let deadline = tokio::time::Instant::now() + hold;
         loop {
             match self.engine().take_queue(&client).await {
@@ -259,13 +265,13 @@ impl<E: Engine> Server<E> {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "engine failed to read a queue"),
             }
-            if hold.is_zero() || conn.ended.is_cancelled() {
+            if hold.is_zero() || binding.ended.is_cancelled() {
                 return Vec::new();
             }
             tokio::select! {
-                _ = conn.mail.notified() => tokio::task::yield_now().await,
+                _ = binding.mail.notified() => tokio::task::yield_now().await,
                 _ = tokio::time::sleep_until(deadline) => return Vec::new(),
-                _ = conn.ended.cancelled() => {}
+                _ = binding.ended.cancelled() => {}
             }
         }
     }
@@ -285,7 +291,7 @@ impl<E: Engine> Server<E> {
         finish(reply)
     }
 
-    async fn subscribe(&self, msg: Message, subscribe: bool, local: bool) -> Message {
+    async fn subscribe(&self, msg: Message, subscribe: bool, trusted: bool) -> Message {
         let mut reply = make_response(&msg);
         let client = self.check_client(&msg, &mut reply).await;
         let subscription = msg.subscription.filter(is_truthy);
@@ -300,19 +306,19 @@ impl<E: Engine> Server<E> {
         // Channels are walked in order and the walk stops at the first bad one; the
         // ones before it have taken effect (Faye is not atomic here either).
         for name in concat_strings(&subscription) {
-            if !local && !channel::is_subscribable(&name) {
+            let channel = Channel::parse(&name);
+            if !trusted && !channel.as_ref().is_some_and(Channel::is_subscribable) {
                 reply.error = Some(BayeuxError::channel_forbidden(name.as_str()).into());
             }
-            if !self.valid_length(&name) || !channel::is_valid(&name) {
+            let channel = channel.filter(|c| self.within_limits(c));
+            if channel.is_none() {
                 reply.error = Some(BayeuxError::channel_invalid(name.as_str()).into());
             }
-            if reply.error.is_some() {
-                break;
-            }
+            let Some(channel) = channel.filter(|_| reply.error.is_none()) else { break };
             let done = if subscribe {
-                self.engine().subscribe(&client, &name).await
+                self.engine().subscribe(&client, &channel).await
             } else {
-                self.engine().unsubscribe(&client, &name).await.map(|_| Subscribed::Unchanged)
+                self.engine().unsubscribe(&client, &channel).await.map(|_| Subscribed::Unchanged)
             };
             match done {
                 Ok(Subscribed::LimitReached) => {
@@ -330,21 +336,22 @@ impl<E: Engine> Server<E> {
         finish(reply)
     }
 
-    async fn publish(&self, msg: Message) -> Message {
+    /// A publish to `channel`, the message's channel as parsed by `dispatch`.
+    async fn publish(&self, msg: Message, channel: Option<Channel>) -> Message {
         let mut reply = make_response(&msg);
-        let name = msg.channel.as_deref().unwrap_or("");
-        if !self.valid_length(name) || !channel::is_name(name) {
+        let channel = channel.filter(|c| c.is_name() && self.within_limits(c));
+        if channel.is_none() {
+            let name = msg.channel.as_deref().unwrap_or("");
             reply.error = Some(BayeuxError::channel_invalid(name).into());
         }
         if msg.data.is_none() {
             reply.error = Some(BayeuxError::parameter_missing("data").into());
         }
-        if reply.error.is_none() {
-            let delivery = encode_delivery(&msg).into();
-            match self.engine().publish(name, delivery).await {
+        if let Some(channel) = channel.filter(|_| reply.error.is_none()) {
+            match self.engine().publish(&channel, EncodedMessage::delivery(&msg)).await {
                 Ok(()) => self.emit(|| Event::Publish {
                     client_id: msg.client_id.clone(),
-                    channel: name.to_owned(),
+                    channel: channel.as_str().to_owned(),
                     data: msg.data.clone().unwrap_or_default(),
                 }),
                 Err(e) => {

@@ -8,13 +8,13 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use faye_engine::MemoryEngine;
-//! use faye_protocol::decode_batch;
-//! use faye_server::{Context, Server, ServerOptions, encode_replies};
+//! use faye_protocol::{decode_batch, encode_batch};
+//! use faye_server::{Context, Server, ServerOptions};
 //!
 //! let server = Server::new(MemoryEngine::new(), ServerOptions::default());
 //! let request = decode_batch(br#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#).unwrap();
-//! let replies = server.process(request, &Context::local()).await;
-//! let json = String::from_utf8(encode_replies(&replies).to_vec()).unwrap();
+//! let replies = server.process(request, &Context::trusted()).await;
+//! let json = String::from_utf8(encode_batch(&replies).to_vec()).unwrap();
 //! assert!(json.contains(r#""successful":true"#));
 //! # }
 //! ```
@@ -24,13 +24,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use faye_engine::{Engine, EngineContext, Limits};
-use faye_protocol::Message;
+use faye_protocol::{BatchItem, EncodedMessage, Message};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 mod auth;
+mod binding;
 mod client;
-mod connection;
 mod cow_list;
 mod extension;
 mod handlers;
@@ -38,8 +38,8 @@ mod monitor;
 mod socket;
 
 pub use auth::TokenAuth;
-pub use client::{ClientError, Delivery, LocalClient, Subscription};
-use connection::Registry;
+use binding::Registry;
+pub use client::{ClientError, LocalClient, ReceivedMessage, Subscription};
 use cow_list::CowList;
 pub use extension::{BoxFuture, Extension, RequestInfo};
 use extension::{Stage, pipe};
@@ -53,6 +53,7 @@ pub struct ServerOptions {
     interval: Duration,
     limits: Limits,
     max_channel_length: usize,
+    max_channel_segments: usize,
 }
 
 impl Default for ServerOptions {
@@ -62,6 +63,7 @@ impl Default for ServerOptions {
             interval: Duration::ZERO,
             limits: Limits::default(),
             max_channel_length: 1024,
+            max_channel_segments: 64,
         }
     }
 }
@@ -106,6 +108,15 @@ impl ServerOptions {
         self
     }
 
+    /// Most `/`-separated segments in a channel name or pattern (default 64; Faye
+    /// has no limit). A publish reaches n + 2 subscription keys for a name of n
+    /// segments, so this bounds the work one publish can ask for. Past it:
+    /// `405:<channel>:Invalid channel`.
+    pub fn max_channel_segments(mut self, max: usize) -> Self {
+        self.max_channel_segments = max;
+        self
+    }
+
     /// The configured timeout.
     pub fn get_timeout(&self) -> Duration {
         self.timeout
@@ -113,31 +124,50 @@ impl ServerOptions {
 }
 
 /// Where a batch came from, as far as the handlers need to know.
+///
+/// Only a trusted context, asked for by name with [`Context::trusted`], may use the
+/// `/meta/**` and `/service/**` channels that remote clients may not subscribe to.
 pub struct Context<'a, E: Engine> {
     socket: Option<&'a Socket<E>>,
     request: Option<Arc<RequestInfo>>,
+    trusted: bool,
 }
 
 impl<'a, E: Engine> Context<'a, E> {
     /// A batch from a remote client, in an HTTP request.
     pub fn remote(request: Arc<RequestInfo>) -> Self {
-        Self { socket: None, request: Some(request) }
+        Self { socket: None, request: Some(request), trusted: false }
     }
 
     /// A batch that arrived on a persistent socket: a `/meta/connect` in it binds
-    /// the client to the socket, and deliveries are pushed there.
+    /// the client to the socket, and deliveries are pushed there. Trusted only if
+    /// the socket is ([`Server::trusted_socket`]).
     pub fn on_socket(socket: &'a Socket<E>) -> Self {
-        Self { socket: Some(socket), request: socket.request().cloned() }
+        Self {
+            socket: Some(socket),
+            request: socket.request().cloned(),
+            trusted: socket.is_trusted(),
+        }
     }
 
-    /// A batch from inside the process (Faye's `request === null`): it may use
-    /// `/meta/**` and `/service/**` channels that remote clients may not.
-    pub fn local() -> Self {
-        Self { socket: None, request: None }
+    /// A batch from inside the process (Faye's `request === null`), trusted: it may
+    /// use `/meta/**` and `/service/**` channels that remote clients may not.
+    pub fn trusted() -> Self {
+        Self { socket: None, request: None, trusted: true }
     }
 
-    pub(crate) fn is_local(&self) -> bool {
-        self.request.is_none()
+    pub(crate) fn is_trusted(&self) -> bool {
+        self.trusted
+    }
+}
+
+impl<E: Engine> std::fmt::Debug for Context<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("socket", &self.socket)
+            .field("request", &self.request)
+            .field("trusted", &self.trusted)
+            .finish()
     }
 }
 
@@ -146,8 +176,8 @@ impl<'a, E: Engine> Context<'a, E> {
 pub enum Reply {
     /// A reply built by the server.
     Message(Box<Message>),
-    /// A delivered message, serialized once when it was published.
-    Delivery(Bytes),
+    /// A published message delivered to the client, encoded once for every recipient.
+    Delivery(EncodedMessage),
 }
 
 impl Reply {
@@ -156,39 +186,26 @@ impl Reply {
     }
 }
 
-/// Encodes replies as the JSON array Faye writes for a request.
-pub fn encode_replies(replies: &[Reply]) -> Bytes {
-    let mut out = Vec::with_capacity(64 * (replies.len() + 1));
-    out.push(b'[');
-    for (i, reply) in replies.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        match reply {
-            // Writing JSON into a Vec cannot fail.
-            Reply::Message(m) => {
-                let _ = serde_json::to_writer(&mut out, m);
-            }
-            Reply::Delivery(bytes) => out.extend_from_slice(bytes),
+/// Replies are written with [`faye_protocol::encode_batch`], as everything else.
+impl BatchItem for Reply {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Message(m) => m.write_json(out),
+            Self::Delivery(d) => d.write_json(out),
         }
     }
-    out.push(b']');
-    out.into()
-}
-
-/// Encodes deliveries (already JSON objects) as one JSON array.
-pub fn encode_deliveries(messages: &[Bytes]) -> Bytes {
-    let len = messages.iter().map(|m| m.len() + 1).sum::<usize>() + 2;
-    let mut out = Vec::with_capacity(len);
-    out.push(b'[');
-    for (i, m) in messages.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    fn size_hint(&self) -> usize {
+        match self {
+            Self::Message(m) => m.size_hint(),
+            Self::Delivery(d) => d.size_hint(),
         }
-        out.extend_from_slice(m);
     }
-    out.push(b']');
-    out.into()
+    fn as_batch(&self) -> Option<Bytes> {
+        match self {
+            Self::Message(_) => None,
+            Self::Delivery(d) => d.as_batch(),
+        }
+    }
 }
 
 /// A Bayeux server over the engine `E`. Cheap to clone.
@@ -199,6 +216,16 @@ pub struct Server<E: Engine> {
 impl<E: Engine> Clone for Server<E> {
     fn clone(&self) -> Self {
         Self { shared: self.shared.clone() }
+    }
+}
+
+impl<E: Engine> std::fmt::Debug for Server<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("options", &self.shared.options)
+            .field("extensions", &self.shared.extensions.snapshot().len())
+            .field("shutting_down", &self.is_shutting_down())
+            .finish_non_exhaustive()
     }
 }
 
@@ -250,10 +277,17 @@ impl<E: Engine> Server<E> {
         replies
     }
 
-    /// A socket for a persistent transport; see [`Socket`]. `request` is what its
-    /// outgoing extensions see (the upgrade or EventSource request).
-    pub fn socket(&self, request: Option<RequestInfo>) -> Socket<E> {
-        Socket::new(self.clone(), request.map(|r| Arc::new(r.detached())))
+    /// A socket for a persistent transport of a remote client; see [`Socket`].
+    /// `request` is what its outgoing extensions see (the upgrade or EventSource
+    /// request).
+    pub fn socket(&self, request: RequestInfo) -> Socket<E> {
+        Socket::remote(self.clone(), request.detached())
+    }
+
+    /// A socket for code inside the process, with no request: batches on it are
+    /// trusted (see [`Context::trusted`]). The in-process client uses one.
+    pub fn trusted_socket(&self) -> Socket<E> {
+        Socket::trusted(self.clone())
     }
 
     /// Adds an extension; it runs after those already added.
@@ -294,18 +328,18 @@ impl<E: Engine> Server<E> {
     /// extensions this is free: the shared bytes go out as they are.
     pub(crate) async fn outgoing_deliveries(
         &self,
-        messages: Vec<Bytes>,
+        messages: Vec<EncodedMessage>,
         request: Option<&RequestInfo>,
-    ) -> Vec<Bytes> {
+    ) -> Vec<EncodedMessage> {
         let extensions = self.shared.extensions.snapshot();
         if extensions.is_empty() {
             return messages;
         }
         let mut out = Vec::with_capacity(messages.len());
-        for bytes in messages {
-            let Ok(message) = serde_json::from_slice::<Message>(&bytes) else { continue };
+        for encoded in messages {
+            let Ok(message) = encoded.decode() else { continue };
             if let Some(message) = pipe(&extensions, Stage::Outgoing, message, request).await {
-                out.push(Bytes::from(message.to_json()));
+                out.push(EncodedMessage::new(&message));
             }
         }
         out

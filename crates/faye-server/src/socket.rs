@@ -3,18 +3,18 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
-use faye_engine::{ClientId, Engine};
+use faye_engine::{ClientId, EncodedMessage, Engine};
 use tokio::sync::Notify;
 
-use crate::connection::Connection;
+use crate::binding::Binding;
 use crate::{RequestInfo, Server};
 
 /// What a socket should send next.
 #[derive(Debug)]
 pub enum Push {
-    /// Messages for the bound client, oldest first: send them as one frame.
-    Messages(Vec<Bytes>),
+    /// Messages for the bound client, oldest first: send them as one frame
+    /// ([`faye_protocol::encode_batch`]).
+    Messages(Vec<EncodedMessage>),
     /// The bound client's session ended or the server is shutting down: send any
     /// replies still pending, then close the socket.
     Closed,
@@ -29,27 +29,44 @@ pub enum Push {
 pub struct Socket<E: Engine> {
     server: Server<E>,
     request: Option<Arc<RequestInfo>>,
-    binding: Mutex<Option<(ClientId, Arc<Connection>)>>,
+    trusted: bool,
+    binding: Mutex<Option<(ClientId, Arc<Binding>)>>,
     rebound: Notify,
 }
 
 impl<E: Engine> Socket<E> {
-    pub(crate) fn new(server: Server<E>, request: Option<Arc<RequestInfo>>) -> Self {
-        Self { server, request, binding: Mutex::new(None), rebound: Notify::new() }
+    /// A remote client's socket, opened by `request`.
+    pub(crate) fn remote(server: Server<E>, request: RequestInfo) -> Self {
+        Self::new(server, Some(Arc::new(request)), false)
     }
 
-    /// The request that opened the socket (`None` for an in-process client).
+    /// A socket for code in the process: no request, trusted.
+    pub(crate) fn trusted(server: Server<E>) -> Self {
+        Self::new(server, None, true)
+    }
+
+    fn new(server: Server<E>, request: Option<Arc<RequestInfo>>, trusted: bool) -> Self {
+        Self { server, request, trusted, binding: Mutex::new(None), rebound: Notify::new() }
+    }
+
+    /// The request that opened the socket (`None` for a trusted socket).
     pub fn request(&self) -> Option<&Arc<RequestInfo>> {
         self.request.as_ref()
     }
 
-    fn binding(&self) -> MutexGuard<'_, Option<(ClientId, Arc<Connection>)>> {
+    /// Whether batches on it are trusted: only sockets made by
+    /// [`Server::trusted_socket`] are.
+    pub fn is_trusted(&self) -> bool {
+        self.trusted
+    }
+
+    fn binding(&self) -> MutexGuard<'_, Option<(ClientId, Arc<Binding>)>> {
         self.binding.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Binds the socket to `client` (called by the connect handler once the client
-    /// is known to exist) and returns the connection to hold the connect on.
-    pub(crate) fn bind(&self, client: ClientId) -> Arc<Connection> {
+    /// is known to exist) and returns the binding to hold the connect on.
+    pub(crate) fn bind(&self, client: ClientId) -> Arc<Binding> {
         let registry = &self.server.shared.registry;
         let mut binding = self.binding();
         if let Some((bound, conn)) = binding.as_ref() {
@@ -58,7 +75,7 @@ impl<E: Engine> Socket<E> {
             }
             registry.unbind(bound, conn);
         }
-        let conn = Connection::new(true);
+        let conn = Binding::new(true);
         registry.bind(client, conn.clone());
         *binding = Some((client, conn.clone()));
         drop(binding);
@@ -124,7 +141,7 @@ impl<E: Engine> Socket<E> {
                     if conn.client_closed() || shutdown.is_cancelled() {
                         return Push::Closed;
                     }
-                    // Superseded by a newer connection for the same client: detach.
+                    // Superseded by a newer binding for the same client: detach.
                     let mut binding = self.binding();
                     if binding.as_ref().is_some_and(|(_, c)| Arc::ptr_eq(c, &conn)) {
                         *binding = None;
@@ -133,6 +150,15 @@ impl<E: Engine> Socket<E> {
                 _ = self.rebound.notified() => {}
             }
         }
+    }
+}
+
+impl<E: Engine> std::fmt::Debug for Socket<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("client_id", &self.client_id())
+            .field("trusted", &self.trusted)
+            .finish_non_exhaustive()
     }
 }
 

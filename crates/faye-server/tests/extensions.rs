@@ -4,10 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faye_engine::MemoryEngine;
-use faye_protocol::{Message, decode_batch};
+use faye_protocol::{Message, decode_batch, encode_batch};
 use faye_server::{
     BoxFuture, ClientError, Context, Event, Extension, Push, RequestInfo, Server, ServerOptions,
-    encode_deliveries, encode_replies,
 };
 use serde_json::{Value, json};
 
@@ -19,7 +18,7 @@ async fn send(server: &Server<MemoryEngine>, request: Value) -> Value {
     let batch = decode_batch(request.to_string().as_bytes()).unwrap();
     let info = RequestInfo { transport: "long-polling", ..Default::default() };
     let replies = server.process(batch, &Context::remote(Arc::new(info))).await;
-    serde_json::from_slice(&encode_replies(&replies)).unwrap()
+    serde_json::from_slice(&encode_batch(&replies)).unwrap()
 }
 
 async fn handshake(server: &Server<MemoryEngine>) -> String {
@@ -209,13 +208,13 @@ async fn outgoing_extensions_run_on_socket_pushes_with_the_sockets_request() {
     }));
     let id = handshake(&server).await;
     send(&server, json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/ws"})).await;
-    let socket = server.socket(Some(RequestInfo { transport: "websocket", ..Default::default() }));
+    let socket = server.socket(RequestInfo { transport: "websocket", ..Default::default() });
     let connect = json!({"channel":"/meta/connect","clientId":id,"connectionType":"websocket","advice":{"timeout":0}});
     let batch = decode_batch(connect.to_string().as_bytes()).unwrap();
     server.process(batch, &Context::on_socket(&socket)).await;
     send(&server, json!({"channel":"/ws","data":7})).await;
     let Push::Messages(messages) = socket.next_push().await else { panic!("expected a push") };
-    let pushed: Value = serde_json::from_slice(&encode_deliveries(&messages)).unwrap();
+    let pushed: Value = serde_json::from_slice(&encode_batch(&messages)).unwrap();
     assert_eq!(pushed, json!([{"channel":"/ws","data":7,"ext":{"via":"websocket"}}]));
 }
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use faye_engine::MemoryEngine;
-use faye_protocol::decode_batch;
-use faye_server::{Context, Push, RequestInfo, Server, ServerOptions, encode_replies};
+use faye_protocol::{decode_batch, encode_batch};
+use faye_server::{Context, Push, RequestInfo, Server, ServerOptions};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -18,7 +18,7 @@ fn server() -> Server<MemoryEngine> {
 async fn send(server: &Server<MemoryEngine>, request: Value) -> Value {
     let batch = decode_batch(request.to_string().as_bytes()).unwrap();
     let replies = server.process(batch, &Context::remote(Default::default())).await;
-    serde_json::from_slice(&encode_replies(&replies)).unwrap()
+    serde_json::from_slice(&encode_batch(&replies)).unwrap()
 }
 
 async fn handshake(server: &Server<MemoryEngine>) -> String {
@@ -161,14 +161,14 @@ async fn a_socket_is_bound_only_by_a_valid_connect_and_closed_by_disconnect() {
     let server = server();
     let id = handshake(&server).await;
     subscribe(&server, &id, "/a").await;
-    let socket = server.socket(Some(RequestInfo::default()));
+    let socket = server.socket(RequestInfo::default());
     let over_socket = |request: Value| {
         let server = server.clone();
         let socket = &socket;
         async move {
             let batch = decode_batch(request.to_string().as_bytes()).unwrap();
             let replies = server.process(batch, &Context::on_socket(socket)).await;
-            serde_json::from_slice::<Value>(&encode_replies(&replies)).unwrap()
+            serde_json::from_slice::<Value>(&encode_batch(&replies)).unwrap()
         }
     };
     let unknown = "0".repeat(31);
@@ -188,7 +188,7 @@ async fn a_socket_is_bound_only_by_a_valid_connect_and_closed_by_disconnect() {
     };
     let start = Instant::now();
     let (reply, (first, second)) = tokio::join!(held, pushes);
-    assert_eq!(first, [bytes::Bytes::from(r#"{"channel":"/a","data":"hi"}"#)]);
+    assert_eq!(&encode_batch(&first)[..], br#"[{"channel":"/a","data":"hi"}]"#);
     assert!(matches!(second, Push::Closed));
     assert_eq!(reply[0]["successful"], true);
     assert!(start.elapsed() < T, "disconnect answered the held connect");
@@ -250,15 +250,14 @@ async fn an_http_connect_does_not_take_deliveries_away_from_a_socket() {
     let server = server();
     let id = handshake(&server).await;
     subscribe(&server, &id, "/es").await;
-    let socket =
-        server.socket(Some(RequestInfo { transport: "eventsource", ..Default::default() }));
+    let socket = server.socket(RequestInfo { transport: "eventsource", ..Default::default() });
     assert!(socket.attach(&id).await);
     let mut quick = connect(&id);
     quick["advice"] = json!({"timeout": 0});
     assert_eq!(send(&server, quick).await.as_array().unwrap().len(), 1);
     send(&server, json!({"channel":"/es","data":1})).await;
     let Push::Messages(pushed) = socket.next_push().await else { panic!("expected a push") };
-    assert_eq!(pushed, [bytes::Bytes::from(r#"{"channel":"/es","data":1}"#)]);
+    assert_eq!(&encode_batch(&pushed)[..], br#"[{"channel":"/es","data":1}]"#);
     // Once the socket is gone, HTTP connects deliver again.
     drop(socket);
     send(&server, json!({"channel":"/es","data":2})).await;

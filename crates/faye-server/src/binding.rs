@@ -1,7 +1,8 @@
-//! Live connections: a held long-poll `/meta/connect` or a socket, per client.
+//! Bindings: how each client is reached right now, a held long-poll
+//! `/meta/connect` or a socket.
 //!
 //! The engine tells the [`Registry`] that a client has mail; the registry wakes that
-//! client's connection, which drains the engine queue into one reply or one frame.
+//! client's binding, which drains the engine queue into one reply or one frame.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// One binding of a client to a way of reaching it.
-pub(crate) struct Connection {
+pub(crate) struct Binding {
     /// Signalled when the engine has queued messages for the client.
     pub(crate) mail: Notify,
     /// Cancelled when the binding ends: replaced by a newer one, the client was
@@ -25,7 +26,7 @@ pub(crate) struct Connection {
     pub(crate) socket: bool,
 }
 
-impl Connection {
+impl Binding {
     pub(crate) fn new(socket: bool) -> Arc<Self> {
         Arc::new(Self {
             mail: Notify::new(),
@@ -52,7 +53,7 @@ impl Connection {
 /// ends the old one, so an earlier held connect is answered instead of orphaned.
 #[derive(Default)]
 pub(crate) struct Registry {
-    conns: papaya::HashMap<ClientId, Arc<Connection>>,
+    bindings: papaya::HashMap<ClientId, Arc<Binding>>,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
     /// Monitoring callbacks; engine events reach them through here.
@@ -60,23 +61,23 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Binds `conn` to `client`, ending any previous binding. Mail already queued is
+    /// Binds `binding` to `client`, ending any previous binding. Mail already queued is
     /// signalled so the new connection drains it at once.
-    pub(crate) fn bind(&self, client: ClientId, conn: Arc<Connection>) {
-        conn.mail.notify_one();
-        if let Some(old) = self.conns.pin().insert(client, conn) {
+    pub(crate) fn bind(&self, client: ClientId, binding: Arc<Binding>) {
+        binding.mail.notify_one();
+        if let Some(old) = self.bindings.pin().insert(client, binding) {
             old.end(false);
         }
     }
 
     /// Whether `client` is bound to a socket.
     pub(crate) fn has_socket(&self, client: &ClientId) -> bool {
-        self.conns.pin().get(client).is_some_and(|c| c.socket && !c.ended.is_cancelled())
+        self.bindings.pin().get(client).is_some_and(|c| c.socket && !c.ended.is_cancelled())
     }
 
-    /// Removes the binding if it is still `conn` (a newer one may have replaced it).
-    pub(crate) fn unbind(&self, client: &ClientId, conn: &Arc<Connection>) {
-        let _ = self.conns.pin().remove_if(client, |_, cur| Arc::ptr_eq(cur, conn));
+    /// Removes the binding if it is still `binding` (a newer one may have replaced it).
+    pub(crate) fn unbind(&self, client: &ClientId, binding: &Arc<Binding>) {
+        let _ = self.bindings.pin().remove_if(client, |_, cur| Arc::ptr_eq(cur, binding));
     }
 
     /// Calls the monitoring listeners; the event is built only if there are any.
@@ -93,18 +94,18 @@ impl Registry {
     /// Ends every binding (server shutdown).
     pub(crate) fn close_all(&self) {
         self.shutdown.cancel();
-        let conns = self.conns.pin();
-        for (_, conn) in conns.iter() {
-            conn.end(false);
+        let bindings = self.bindings.pin();
+        for (_, binding) in bindings.iter() {
+            binding.end(false);
         }
-        conns.clear();
+        bindings.clear();
     }
 }
 
 impl EngineListener for Registry {
     fn mail(&self, client: &ClientId) {
-        if let Some(conn) = self.conns.pin().get(client) {
-            conn.mail.notify_one();
+        if let Some(binding) = self.bindings.pin().get(client) {
+            binding.mail.notify_one();
         }
     }
 
@@ -118,9 +119,9 @@ impl EngineListener for Registry {
             self.emit(|| event);
         }
         if let Some(client) = close
-            && let Some(conn) = self.conns.pin().remove(&client)
+            && let Some(binding) = self.bindings.pin().remove(&client)
         {
-            conn.end(true);
+            binding.end(true);
         }
     }
 }
@@ -129,11 +130,11 @@ impl EngineListener for Registry {
 pub(crate) struct BindingGuard<'a> {
     pub(crate) registry: &'a Registry,
     pub(crate) client: ClientId,
-    pub(crate) conn: Arc<Connection>,
+    pub(crate) binding: Arc<Binding>,
 }
 
 impl Drop for BindingGuard<'_> {
     fn drop(&mut self) {
-        self.registry.unbind(&self.client, &self.conn);
+        self.registry.unbind(&self.client, &self.binding);
     }
 }
