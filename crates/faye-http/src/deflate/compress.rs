@@ -1,8 +1,8 @@
 //! Server messages, compressed each on its own (`server_no_context_takeover`).
 //!
-//! A compressor is ~200 KB with a 9-bit window and ~330 KB with a 15-bit one, far
-//! more than an idle socket's few KiB, so instead of one per socket there is one
-//! per thread and window size, created on first use and reset before each message.
+//! A compressor is a few hundred KB (its hash table alone is 128 KiB, whatever the
+//! window), far more than an idle socket's few KiB, so instead of one per socket
+//! there is one per thread and window size, created on first use and reset before each message.
 //! Nothing in a result depends on the socket it is for: a payload compressed once
 //! with window `w` can be sent to every socket whose agreed window is `w` or more.
 

@@ -13,7 +13,7 @@
 //! Frame headers are read and written with tungstenite's own codec
 //! ([`FrameHeader`]), so that this crate has no second one.
 //!
-//! Inflating uses one zlib inflater per thread (some 40 KB), reset before each
+//! Inflating uses one zlib inflater per thread (tens of KB with its window), reset before each
 //! message. A client compressing with context takeover (browsers do) may refer
 //! back to the last 32 KiB it sent, so its socket keeps that window, which
 //! becomes the inflater's dictionary before each of its messages: the same

@@ -211,9 +211,8 @@ fn accept(params: &[(&str, Option<&str>)]) -> Option<Agreed> {
                 value.is_none().then_some(1)?
             }
             "server_max_window_bits" => {
-                // Not yet: the server compresses with a 15-bit window only.
-                let bits = WindowBits::new(window_bits(value?)?).filter(|&b| b == WindowBits::MAX);
-                agreed.server_max_window_bits = Some(bits?);
+                // 8 is valid but beyond zlib: declined rather than answered larger.
+                agreed.server_max_window_bits = Some(WindowBits::new(window_bits(value?)?)?);
                 2
             }
             "client_max_window_bits" => {
@@ -286,9 +285,9 @@ mod tests {
         );
         assert_eq!(offered(&["permessage-deflate; server_max_window_bits=15"]), window(15));
         assert_eq!(offered(&[r#"permessage-deflate; server_max_window_bits="15""#]), window(15));
-        for bits in 8..=14 {
+        for bits in 9..=15 {
             let offer = format!("permessage-deflate; server_max_window_bits={bits}");
-            assert_eq!(offered(&[&offer]), None, "{offer}");
+            assert_eq!(offered(&[&offer]), window(bits), "{offer}");
         }
         assert_eq!(
             offered(&["permessage-deflate; client_no_context_takeover; client_max_window_bits"]),
