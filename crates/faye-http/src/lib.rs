@@ -35,7 +35,9 @@ use tokio_util::task::TaskTracker;
 
 mod assets;
 mod cors;
-mod deflate;
+// Public (and hidden) only for the fuzz target: see the module's docs.
+#[doc(hidden)]
+pub mod deflate;
 mod event_source;
 mod layer;
 mod long_poll;

@@ -1,7 +1,7 @@
 //! WebSocket on the mount path (§4.5): JSON arrays in text frames, replies to one
 //! frame in one frame, deliveries pushed as they arrive, batched per frame.
 //! With [`FayeOptions::websocket_deflate`](crate::FayeOptions::websocket_deflate),
-//! `permessage-deflate` is negotiated (see `deflate.rs`).
+//! `permessage-deflate` is negotiated (see `deflate/`).
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use faye_server::RequestInfo;
 
-use crate::deflate::{self, DeflateIo};
+use crate::deflate::{self, DeflateIo, WindowBits};
 use crate::{FayeBody, FayeService, bad_request, full, request_info};
 
 fn header_has(req: &Request<impl Sized>, name: header::HeaderName, token: &str) -> bool {
@@ -74,10 +74,10 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
                 if let Some(agreed) = deflate {
                     let io = DeflateIo::new(io, agreed, opts.max_request_bytes);
                     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                    run(&svc, ws, request, true).await;
+                    run(&svc, ws, request, Some(agreed.server_window())).await;
                 } else {
                     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                    run(&svc, ws, request, false).await;
+                    run(&svc, ws, request, None).await;
                 }
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
@@ -92,26 +92,27 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     if let Some(agreed) = deflate {
-        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(agreed.response()));
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, agreed.response());
     }
     res
 }
 
-/// A text message, compressed (RSV1 set) when `deflate` was negotiated and that
-/// makes it shorter.
-fn text_frame(json: Bytes, deflate: bool) -> WsMessage {
-    let compressed = if deflate { deflate::compress(&json).map(Bytes::from) } else { None };
+/// A text message, compressed (RSV1 set) within the `deflate` window when that was
+/// negotiated and makes it shorter.
+fn text_frame(json: Bytes, deflate: Option<WindowBits>) -> WsMessage {
+    let compressed = deflate.and_then(|window| deflate::compress(&json, window));
     message(json, compressed)
 }
 
 /// The frame for a push. A push of one message is the same for every recipient
 /// socket, so it is framed when it is published and, with deflate, compressed by
-/// the first socket that sends it, for all of them.
-fn push_frame(messages: &[EncodedMessage], deflate: bool) -> WsMessage {
+/// the first socket that sends it, for all of them. That shared copy uses the full
+/// window; the rare socket that asked for a smaller one compresses its own.
+fn push_frame(messages: &[EncodedMessage], deflate: Option<WindowBits>) -> WsMessage {
     match messages {
-        [shared] if deflate => message(
+        [shared] if deflate == Some(WindowBits::MAX) => message(
             shared.batch(),
-            shared.derived(|batch| deflate::compress(batch).map(Bytes::from)),
+            shared.derived(|batch| deflate::compress(batch, WindowBits::MAX)),
         ),
         _ => text_frame(encode_batch(messages), deflate),
     }
@@ -138,12 +139,12 @@ async fn tick(ping: &mut Option<tokio::time::Interval>) {
     }
 }
 
-/// Serves one socket; `deflate`: compress server text messages.
+/// Serves one socket; `deflate`: compress server text messages within that window.
 async fn run<E, S>(
     svc: &FayeService<E>,
     ws: WebSocketStream<S>,
     request: Arc<RequestInfo>,
-    deflate: bool,
+    deflate: Option<WindowBits>,
 ) where
     E: Engine,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

@@ -224,7 +224,7 @@ async fn negotiates_and_compresses_both_ways() {
 #[tokio::test]
 async fn an_offer_for_a_smaller_server_window_is_declined() {
     let addr = start(deflate_on()).await;
-    let mut ws = Client::connect(addr, Some("permessage-deflate; server_max_window_bits=10")).await;
+    let mut ws = Client::connect(addr, Some("permessage-deflate; server_max_window_bits=8")).await;
     assert_eq!(ws.status, 101);
     assert_eq!(ws.extensions(), None);
     ws.send_frame(0x81, HANDSHAKE.as_bytes()).await;
@@ -241,7 +241,7 @@ async fn an_offer_for_a_smaller_server_window_is_declined() {
 #[tokio::test]
 async fn a_later_offer_may_be_accepted() {
     let addr = start(deflate_on()).await;
-    let offer = "permessage-deflate; server_max_window_bits=10, permessage-deflate; \
+    let offer = "permessage-deflate; server_max_window_bits=8, permessage-deflate; \
                  client_no_context_takeover; client_max_window_bits";
     let mut ws = Client::connect(addr, Some(offer)).await;
     assert_eq!(
