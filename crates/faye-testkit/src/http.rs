@@ -182,13 +182,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// arrived counts as the end: a server that answers early (413) and closes with
 /// request bytes unread resets the connection after its answer.
 pub(crate) async fn fill<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> io::Result<bool> {
-    let mut chunk = [0u8; 16 * 1024];
-    match io.read(&mut chunk).await {
+    // Into the buffer's spare room: a buffer on the stack would sit in every
+    // future that awaits this one.
+    buf.reserve(16 * 1024);
+    match io.read_buf(buf).await {
         Ok(0) => Ok(false),
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Ok(true)
-        }
+        Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !buf.is_empty() => Ok(false),
         Err(e) => Err(e),
     }
