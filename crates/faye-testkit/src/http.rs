@@ -133,6 +133,12 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The body as UTF-8; panics if it is not.
+    pub fn body_str(&self) -> &str {
+        std::str::from_utf8(&self.body)
+            .unwrap_or_else(|e| panic!("body is not UTF-8 ({e}): {:?}", self.text()))
+    }
+
     /// The body parsed as JSON; panics with the body if it is not JSON.
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
