@@ -432,27 +432,27 @@ pub async fn fetch(addr: SocketAddr, request: &Request) -> io::Result<Response> 
 mod tests {
     use super::*;
 
-    fn dechunk(mut data: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        let mut body = Vec::new();
-        loop {
-            let Some((range, used)) = parse_chunk(data)? else { return Ok(None) };
-            if range.is_empty() {
-                return Ok(Some(body));
-            }
-            body.extend_from_slice(&data[range]);
-            data = &data[used..];
-        }
+    /// A chunked response's body, read from `wire`.
+    async fn dechunk(wire: &[u8]) -> io::Result<Vec<u8>> {
+        let head = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked")?;
+        let mut buf = Vec::new();
+        let response = read_body_from(&mut &wire[..], &mut buf, head).await?;
+        assert!(buf.is_empty(), "bytes left after the body: {buf:?}");
+        Ok(response.body)
     }
 
-    #[test]
-    fn chunked_bodies_decode_with_extensions_and_trailers() {
+    #[tokio::test]
+    async fn chunked_bodies_decode_with_extensions_and_trailers() {
         let body = b"5;name=x\r\nhello\r\nA\r\n, chunked!\r\n0\r\nTrailer: y\r\n\r\n";
-        assert_eq!(dechunk(body).unwrap().as_deref(), Some(&b"hello, chunked!"[..]));
-        assert_eq!(dechunk(b"0\r\n\r\n").unwrap().as_deref(), Some(&b""[..]));
-        assert_eq!(dechunk(b"5\r\nhel").unwrap(), None);
-        assert_eq!(dechunk(b"5\r\nhello\r\n0\r\n").unwrap(), None);
-        assert!(dechunk(b"zz\r\n").is_err());
-        assert!(dechunk(b"2\r\nhello\r\n").is_err());
+        assert_eq!(dechunk(body).await.unwrap(), b"hello, chunked!");
+        assert_eq!(dechunk(b"0\r\n\r\n").await.unwrap(), b"");
+        for truncated in [&b"5\r\nhel"[..], b"5\r\nhello\r\n0\r\n"] {
+            let err = dechunk(truncated).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        }
+        for bad in [&b"zz\r\n"[..], b"2\r\nhello\r\n"] {
+            assert_eq!(dechunk(bad).await.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        }
     }
 
     #[test]
