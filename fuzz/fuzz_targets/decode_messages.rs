@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use faye_protocol::{Message, decode_batch, encode_delivery, escape_jsonp};
+use faye_protocol::{EncodedMessage, Message, decode_batch, encode_batch, escape_jsonp};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
@@ -34,8 +34,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.len(), 1, "to_json decodes to {} messages: {json}", again.len());
         assert_eq!(again[0].to_json(), json, "re-encoding changed the message");
 
-        let delivery = encode_delivery(m);
-        let delivered = object(&delivery, "encode_delivery", m);
+        let delivery = EncodedMessage::delivery(m);
+        let delivered = object(delivery.json(), "EncodedMessage::delivery", m);
+        // Alone it is its own batch; in a batch with another it is copied verbatim.
+        assert_eq!(encode_batch(std::slice::from_ref(&delivery)), delivery.batch());
+        let pair = encode_batch(&[delivery.clone(), delivery.clone()]);
+        let inner = delivery.json();
+        assert_eq!(pair.len(), 2 * inner.len() + 3, "a batch of two is not [a,b]");
         for key in ["clientId", "advice", "successful"] {
             assert!(!delivered.contains_key(key), "delivery has {key:?}: {delivered:?}");
         }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use faye_engine::{
-    ClientId, Engine, EngineContext, EngineEvent, EngineListener, Limits, MemoryEngine, Subscribed,
+    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineEvent, EngineListener, Limits,
+    MemoryEngine, Subscribed,
 };
 use faye_protocol::channel;
 use libfuzzer_sys::fuzz_target;
@@ -151,7 +152,7 @@ async fn run(ops: Vec<Op>) {
             Op::Subscribe(c, ch) => {
                 let Some(id) = pick(&ids, c) else { continue };
                 let channel = pick(CHANNELS, ch).unwrap();
-                let got = engine.subscribe(&id, channel).await.unwrap();
+                let got = engine.subscribe(&id, &Channel::parse(channel).unwrap()).await.unwrap();
                 let want = match model.clients.get_mut(&id) {
                     None => Subscribed::Unchanged,
                     Some(client) if client.subscriptions.contains(channel) => Subscribed::Unchanged,
@@ -171,7 +172,7 @@ async fn run(ops: Vec<Op>) {
             Op::Unsubscribe(c, ch) => {
                 let Some(id) = pick(&ids, c) else { continue };
                 let channel = pick(CHANNELS, ch).unwrap();
-                let got = engine.unsubscribe(&id, channel).await.unwrap();
+                let got = engine.unsubscribe(&id, &Channel::parse(channel).unwrap()).await.unwrap();
                 let want = model
                     .clients
                     .get_mut(&id)
@@ -187,7 +188,13 @@ async fn run(ops: Vec<Op>) {
                 let name = pick(NAMES, ch).unwrap();
                 counter += 1;
                 let message = format!(r#"{{"channel":"{name}","data":{counter}}}"#);
-                engine.publish(name, message.clone().into()).await.unwrap();
+                engine
+                    .publish(
+                        &Channel::parse(name).unwrap(),
+                        EncodedMessage::from_json(message.as_bytes()),
+                    )
+                    .await
+                    .unwrap();
                 model.publish(name, &message);
             }
             Op::Take(c) => {
@@ -197,7 +204,7 @@ async fn run(ops: Vec<Op>) {
                     .await
                     .unwrap()
                     .iter()
-                    .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                    .map(|m| String::from_utf8(m.json().to_vec()).unwrap())
                     .collect();
                 let want = model.clients.get_mut(&id).map(|c| std::mem::take(&mut c.queue));
                 assert_eq!(got, want.unwrap_or_default(), "step {step}: queue of {id}");

@@ -19,6 +19,7 @@ use faye_engine::MemoryEngine;
 use faye_http::{FayeOptions, FayeService, RemoteAddr};
 use faye_protocol::decode_batch;
 use faye_server::{Context, Reply, Server, ServerOptions, TokenAuth};
+use faye_testkit::form_encode;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -377,23 +378,10 @@ fn form(
         out.push('&');
     }
     if let Some(m) = message {
-        out.push_str(&format!("message={}&", encode(&m.text(live))));
+        out.push_str(&format!("message={}&", form_encode(&m.text(live))));
     }
     if let Some(cb) = jsonp {
-        out.push_str(&format!("jsonp={}&", encode(&cb.text())));
-    }
-    out
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+        out.push_str(&format!("jsonp={}&", form_encode(&cb.text())));
     }
     out
 }
@@ -487,11 +475,11 @@ async fn run(input: Input, fx: &Fixture) {
         PathKind::Mount => "/bayeux".to_owned(),
         PathKind::MountSlash => "/bayeux/".to_owned(),
         PathKind::LiveClient => format!("/bayeux/{live}"),
-        PathKind::Below(s) => format!("/bayeux/{}", encode(s)),
+        PathKind::Below(s) => format!("/bayeux/{}", form_encode(s)),
         PathKind::ClientJs => "/bayeux/client.js".to_owned(),
         PathKind::MountJs => "/bayeux.js".to_owned(),
-        PathKind::Asset(s) => format!("/bayeux/{}.map", encode(s)),
-        PathKind::Other(s) => format!("/{}", encode(s)),
+        PathKind::Asset(s) => format!("/bayeux/{}.map", form_encode(s)),
+        PathKind::Other(s) => format!("/{}", form_encode(s)),
         PathKind::Raw(s) => s.clone(),
     };
     let mut query = String::new();

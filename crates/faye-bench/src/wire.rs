@@ -1,5 +1,5 @@
 //! The Bayeux wire: the target URL, TCP/WebSocket connections from chosen source
-//! addresses, a minimal HTTP/1.1 client for long-polling, message encoding, and a
+//! addresses, HTTP/1.1 (hyper's client) for long-polling, message encoding, and a
 //! fast scan of received frames for benchmark deliveries.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -7,10 +7,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
 use memchr::memmem;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -130,111 +136,57 @@ pub(crate) async fn ws_recv(
     }
 }
 
-/// A kept-alive HTTP/1.1 connection for POSTing Bayeux batches.
+/// A kept-alive HTTP/1.1 connection (hyper's client) for POSTing Bayeux
+/// batches. One connection per session, opened from its chosen source address,
+/// so hyper's connection-level client rather than a pool.
 #[derive(Debug)]
 pub(crate) struct HttpConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    request_head: String,
+    sender: SendRequest<Full<Bytes>>,
+    /// Drives the connection; aborted on drop so that the socket closes at once,
+    /// even with a held connect in flight (as a server sees a client go away).
+    conn: JoinHandle<()>,
+    uri: Uri,
+    host: HeaderValue,
 }
 
 impl HttpConn {
     /// Connects to `target`, from `source` if given.
     pub(crate) async fn connect(target: &Target, source: Option<IpAddr>) -> anyhow::Result<Self> {
         let stream = tcp_connect(target, source).await?;
-        let request_head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n",
-            target.path, target.authority
-        );
-        Ok(Self { stream, buf: Vec::with_capacity(4096), request_head })
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP handshake")?;
+        let conn = tokio::spawn(async move {
+            // Its end (or failure) surfaces as the next request's error.
+            let _ = conn.await;
+        });
+        let uri = target.path.parse().with_context(|| format!("bad path {:?}", target.path))?;
+        let host = HeaderValue::from_str(&target.authority).context("bad host")?;
+        Ok(Self { sender, conn, uri, host })
     }
 
     /// POSTs `body` and returns the response body (status 200 required).
-    pub(crate) async fn post(&mut self, body: &str) -> anyhow::Result<Vec<u8>> {
-        let mut req = String::with_capacity(self.request_head.len() + 32 + body.len());
-        req.push_str(&self.request_head);
-        req.push_str("Content-Length: ");
-        req.push_str(&body.len().to_string());
-        req.push_str("\r\n\r\n");
-        req.push_str(body);
-        self.stream.write_all(req.as_bytes()).await.context("HTTP write")?;
-        self.read_response().await
-    }
-
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk).await.context("HTTP read")?;
-        ensure!(n > 0, "server closed the connection");
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
-
-    async fn read_response(&mut self) -> anyhow::Result<Vec<u8>> {
-        let head_end = loop {
-            if let Some(i) = memmem::find(&self.buf, b"\r\n\r\n") {
-                break i;
-            }
-            ensure!(self.buf.len() < 64 * 1024, "HTTP response head too large");
-            self.fill().await?;
-        };
-        let head = std::str::from_utf8(&self.buf[..head_end]).context("HTTP head not UTF-8")?;
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or("");
-        let status: u16 = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("bad status line")?;
-        let mut length = None;
-        let mut chunked = false;
-        for line in lines {
-            if let Some((name, value)) = line.split_once(':') {
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = Some(value.parse::<usize>().context("bad Content-Length")?);
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    chunked = value.to_ascii_lowercase().contains("chunked");
-                }
-            }
-        }
-        self.buf.drain(..head_end + 4);
-        let body = if chunked {
-            self.read_chunked().await?
-        } else {
-            let length = length.context("HTTP response without Content-Length")?;
-            while self.buf.len() < length {
-                self.fill().await?;
-            }
-            self.buf.drain(..length).collect()
-        };
-        if status != 200 {
-            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+    pub(crate) async fn post(&mut self, body: &str) -> anyhow::Result<Bytes> {
+        let mut request = Request::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.sender.ready().await.context("HTTP connection")?;
+        let response = self.sender.send_request(request).await.context("HTTP request")?;
+        let status = response.status();
+        let body = response.into_body().collect().await.context("HTTP read")?.to_bytes();
+        if status != StatusCode::OK {
+            bail!("HTTP {}: {}", status.as_u16(), String::from_utf8_lossy(&body));
         }
         Ok(body)
     }
+}
 
-    async fn read_chunked(&mut self) -> anyhow::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            let line_end = loop {
-                if let Some(i) = memmem::find(&self.buf, b"\r\n") {
-                    break i;
-                }
-                self.fill().await?;
-            };
-            let size_text = std::str::from_utf8(&self.buf[..line_end]).context("chunk size")?;
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .context("bad chunk size")?;
-            self.buf.drain(..line_end + 2);
-            while self.buf.len() < size + 2 {
-                self.fill().await?;
-            }
-            body.extend_from_slice(&self.buf[..size]);
-            self.buf.drain(..size + 2);
-            if size == 0 {
-                return Ok(body);
-            }
-        }
+impl Drop for HttpConn {
+    fn drop(&mut self) {
+        self.conn.abort();
     }
 }
 

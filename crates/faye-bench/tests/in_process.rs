@@ -7,19 +7,17 @@ use faye_bench::{Cli, Report};
 use faye_engine::MemoryEngine;
 use faye_http::{FayeOptions, FayeService};
 use faye_server::{Server, ServerOptions};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// Starts faye-rs on a free loopback port; dropping the sender stops it.
 async fn start_server() -> (String, oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let server = Server::new(MemoryEngine::new(), ServerOptions::default());
     let faye = FayeService::new(server, FayeOptions::default());
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(faye_http::serve(listener, faye, async {
+    let addr = faye_testkit::server::serve_until(faye, async {
         let _ = rx.await;
-    }));
+    })
+    .await;
     (format!("http://{addr}/bayeux"), tx)
 }
 

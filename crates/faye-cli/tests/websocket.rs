@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{QUICK, Server, WsEvent, connection_types, redact, retry_advice};
+use common::{Server, connection_types, redact, retry_advice};
+use faye_testkit::QUICK;
+use faye_testkit::ws::WsEvent;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 

@@ -8,9 +8,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Server, connection_types, form_encode, handshake_advice, is_faye_client_id, redact,
-    retry_advice, with_cid,
+    Server, connection_types, handshake_advice, is_faye_client_id, redact, retry_advice, with_cid,
 };
+use faye_testkit::form_encode;
+use faye_testkit::http::Response;
 use serde_json::{Value, json};
 
 /// Post each request on its own (with `$CID` replaced by `cid` in request and
@@ -1132,7 +1133,7 @@ fn handshake_json() -> String {
     .to_string()
 }
 
-fn assert_handshake_ok(res: &common::HttpResponse, what: &str) {
+fn assert_handshake_ok(res: &Response, what: &str) {
     assert_eq!(res.status, 200, "{what}: {} {:?}", res.status, res.text());
     assert_eq!(res.header("content-type"), Some("application/json; charset=utf-8"), "{what}");
     assert_eq!(

@@ -7,12 +7,10 @@ use std::time::Duration;
 use faye_engine::MemoryEngine;
 use faye_http::{FayeOptions, FayeService};
 use faye_server::{Server, ServerOptions, TokenAuth};
-use futures_util::{SinkExt, StreamExt};
+use faye_testkit::http::{Request, fetch};
+use faye_testkit::ws::Ws;
+use faye_testkit::{QUICK, form, within};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::Message as Ws;
 
 async fn start() -> (SocketAddr, Server<MemoryEngine>) {
     let server =
@@ -22,78 +20,46 @@ async fn start() -> (SocketAddr, Server<MemoryEngine>) {
             .subscribe("/private/**", ["reader", "admin"])
             .publish("/private/**", ["admin"]),
     ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let faye = FayeService::new(server.clone(), FayeOptions::default());
-    tokio::spawn(faye_http::serve(listener, faye, std::future::pending()));
-    (addr, server)
+    (faye_testkit::server::serve(faye).await, server)
 }
 
 /// A transport under test: sends one batch and returns the parsed reply.
 enum Transport {
     Post,
     Jsonp,
-    WebSocket(
-        Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
-    ),
+    WebSocket(Box<Ws>),
 }
 
-async fn http(addr: SocketAddr, request: String) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    timeout(Duration::from_secs(5), stream.read_to_string(&mut raw)).await.unwrap().unwrap();
-    raw.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(
-            |b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            },
-        )
-        .collect()
+async fn http(addr: SocketAddr, request: Request) -> String {
+    let response = within(QUICK, "an HTTP response", fetch(addr, &request)).await.unwrap();
+    response.body_str().to_owned()
 }
 
 impl Transport {
     async fn send(&mut self, addr: SocketAddr, message: Value) -> Value {
-        let json = json!([message]).to_string();
+        let batch = json!([message]);
+        let json = batch.to_string();
         match self {
             Self::Post => {
-                let req = format!(
-                    "POST /bayeux HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-                    json.len()
-                );
-                serde_json::from_str(&http(addr, req).await).unwrap()
+                let req = Request::post("/bayeux").header("Content-Type", "application/json");
+                serde_json::from_str(&http(addr, req.body(json)).await).unwrap()
             }
             Self::Jsonp => {
-                let req = format!(
-                    "GET /bayeux?jsonp=cb&message={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                    urlencode(&json)
-                );
-                let body = http(addr, req).await;
+                let query = form(&[("jsonp", "cb"), ("message", &json)]);
+                let body = http(addr, Request::get(&format!("/bayeux?{query}"))).await;
                 serde_json::from_str(
                     body.strip_prefix("/**/cb(").unwrap().strip_suffix(");").unwrap(),
                 )
                 .unwrap()
             }
-            Self::WebSocket(ws) => {
-                ws.send(Ws::text(json)).await.unwrap();
-                let frame =
-                    timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
-                serde_json::from_str(frame.to_text().unwrap()).unwrap()
-            }
+            Self::WebSocket(ws) => ws.call(&batch).await,
         }
     }
 }
 
 async fn transports(addr: SocketAddr) -> Vec<(&'static str, Transport)> {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/bayeux")).await.unwrap();
+    let ws = Ws::connect(&format!("ws://{addr}/bayeux")).await;
     vec![
         ("long-polling", Transport::Post),
         ("callback-polling", Transport::Jsonp),

@@ -10,45 +10,18 @@ mod hyper_attach;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use faye_testkit::http::{Request, fetch};
+use faye_testkit::server::bind;
+use faye_testkit::within;
+use faye_testkit::ws::Ws;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::Message;
 
 /// One HTTP/1.1 request on a fresh connection; returns (status, body).
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await.unwrap().unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let status = raw[9..12].parse().unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        if size == 0 {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = &rest[size + 2..];
-    }
-    out
+    let request = Request::new(method, path).header("Content-Type", "application/json").body(body);
+    let response =
+        within(Duration::from_secs(10), "an HTTP response", fetch(addr, &request)).await.unwrap();
+    (response.status, String::from_utf8(response.body).unwrap())
 }
 
 async fn bayeux(addr: SocketAddr, path: &str, message: Value) -> Value {
@@ -83,8 +56,7 @@ async fn round_trip(addr: SocketAddr, path: &str) {
 #[tokio::test]
 async fn the_axum_app_serves_its_pages_and_faye_under_a_sub_path() {
     let (router, _faye) = axum_app::app(Some(b"window.Faye = {};".to_vec()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = bind().await;
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
     let (status, body) = http(addr, "GET", "/health", "").await;
@@ -98,18 +70,15 @@ async fn the_axum_app_serves_its_pages_and_faye_under_a_sub_path() {
 
     // A WebSocket through the router: the upgrade reaches Faye.
     let url = format!("ws://{addr}{}", axum_app::FAYE_PATH);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = Ws::connect(&url).await;
     let hs = json!([{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}]);
-    ws.send(Message::text(hs.to_string())).await.unwrap();
-    let reply = timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
-    let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    let reply = ws.call(&hs).await;
     assert_eq!(reply[0]["successful"], true);
 }
 
 #[tokio::test]
 async fn faye_attached_to_a_hyper_app_leaves_other_paths_to_the_app() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = bind().await;
     tokio::spawn(hyper_attach::serve(listener, hyper_attach::attached()));
 
     let (status, body) = http(addr, "GET", "/", "").await;
