@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod markdown;
 mod procfs;
 mod report;
 mod scenario;
@@ -214,6 +215,45 @@ pub struct Cli {
 pub enum Command {
     /// Overlay several JSON reports in one SVG: `plot --out x.svg NAME=report.json …`.
     Plot(PlotArgs),
+    /// Write `bench/compare`'s tables (Node Faye against faye-rs) into a Markdown
+    /// file, between its GENERATED markers.
+    Markdown(MarkdownArgs),
+}
+
+/// Options of `markdown`: where the reports are, and what the run was.
+#[derive(Debug, clap::Args)]
+pub struct MarkdownArgs {
+    /// The folder holding `<scenario>-{node,rs}.json` for chat, fanout, rooms,
+    /// rooms-lp and idle.
+    #[arg(long)]
+    pub results: PathBuf,
+    /// The Markdown file to update (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The command that ran the comparison.
+    #[arg(long)]
+    pub command: String,
+    /// When the run started (UTC).
+    #[arg(long)]
+    pub started: String,
+    /// How long the run took, seconds.
+    #[arg(long)]
+    pub elapsed: u64,
+    /// The 1, 5 and 15 min load averages before the run.
+    #[arg(long)]
+    pub load_before: String,
+    /// The same after the run.
+    #[arg(long)]
+    pub load_after: String,
+    /// `node --version` of the Node Faye server.
+    #[arg(long)]
+    pub node_version: String,
+    /// `rustc --version` of the faye-rs build.
+    #[arg(long)]
+    pub rustc_version: String,
+    /// The faye-rs commit measured.
+    #[arg(long)]
+    pub commit: String,
 }
 
 /// Options of `plot`.
@@ -234,6 +274,7 @@ pub struct PlotArgs {
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.args) {
         (Some(Command::Plot(p)), _) => plot(p),
+        (Some(Command::Markdown(m)), _) => write_markdown(m),
         (None, Some(args)) => {
             let (json, fail_on_loss) = (args.json, args.fail_on_loss);
             let report = run(args).await?;
@@ -264,6 +305,28 @@ fn plot(p: PlotArgs) -> anyhow::Result<()> {
     }
     std::fs::write(&p.out, svg(&p.title, &reports))
         .with_context(|| format!("cannot write {}", p.out.display()))
+}
+
+fn write_markdown(m: MarkdownArgs) -> anyhow::Result<()> {
+    let results = markdown::Results::load(&m.results)?;
+    let run = markdown::RunInfo {
+        command: m.command,
+        started: m.started,
+        elapsed_s: m.elapsed,
+        load_before: m.load_before,
+        load_after: m.load_after,
+        node_version: m.node_version,
+        rustc_version: m.rustc_version,
+        commit: m.commit,
+    };
+    let generated = markdown::generate(&results, &run, &markdown::Machine::this())?;
+    let doc = match std::fs::read_to_string(&m.out) {
+        Ok(doc) => Some(doc),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", m.out.display())),
+    };
+    std::fs::write(&m.out, markdown::splice(doc.as_deref(), &generated))
+        .with_context(|| format!("cannot write {}", m.out.display()))
 }
 
 /// The soft open-files limit of this process.

@@ -46,7 +46,7 @@ struct ServeArgs {
     /// Largest request body or WebSocket message, in bytes.
     #[arg(long, env = "FAYE_MAX_REQUEST_BYTES", default_value_t = 1 << 20)]
     max_request_bytes: usize,
-    /// A browser client to serve at <mount>/client.js and <mount>.js, e.g. npm faye's
+    /// A browser client to serve at MOUNT/client.js and MOUNT.js, e.g. npm faye's
     /// client/faye-browser-min.js.
     #[arg(long, env = "FAYE_CLIENT_JS")]
     client_js: Option<std::path::PathBuf>,

@@ -1,5 +1,5 @@
 //! Black-box WebSocket tests against the real `faye` binary. Golden replies
-//! are hand-written from the Faye 1.4.3 reference (§1.7, §1.10, §4.5) and the
+//! are hand-written from `docs/protocol.md` (§1.7, §1.10, §4.5) and the
 //! documented faye-rs deviations (batched pushes, no binding of unknown
 //! clientIds, close 1009 past the size limit).
 

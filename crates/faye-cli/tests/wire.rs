@@ -1,7 +1,7 @@
 //! Black-box wire tests over HTTP POST (long-polling) against the real `faye`
-//! binary. Every golden reply is written by hand from the Faye 1.4.3
-//! reference (`shared/reference/faye-1.4.3.md` beside this repository, cited as §x.y), or from
-//! the documented faye-rs deviations where noted.
+//! binary. Every golden reply is written by hand from Faye 1.4.3's behaviour as
+//! `docs/protocol.md` describes it (cited as §x.y), or from the documented faye-rs
+//! deviations (`docs/compatibility.md`) where noted.
 
 mod common;
 
