@@ -13,7 +13,7 @@ use tokio::time::{sleep, sleep_until, timeout};
 
 use crate::report::{IdleResult, Saturation, ServerUsage, StepResult};
 use crate::stats::{Counts, Latency, Receiver, SharedHistogram, Tally};
-use crate::wire::{self, Delivery, HttpConn, SETUP_TIMEOUT, Target, Ws};
+use crate::wire::{self, Marker, HttpConn, SETUP_TIMEOUT, Target, Ws};
 use crate::{Transport, procfs};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -604,7 +604,7 @@ async fn publisher(
                 for j in 0..job.batch {
                     let room = job.live_rooms[rng.below(job.live_rooms.len())];
                     expected += job.members[room as usize];
-                    let d = Delivery {
+                    let d = Marker {
                         id: i * job.batch as u64 + j as u64,
                         publisher: job.k as u32,
                         room,

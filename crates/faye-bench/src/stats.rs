@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::Delivery;
+use crate::wire::Marker;
 
 /// Latencies are recorded in microseconds, from 1 µs to 10 minutes, with three
 /// significant digits.
@@ -91,7 +91,7 @@ impl Receiver {
     }
 
     /// Counts one delivery that arrived at `now_ns`.
-    pub(crate) fn on_delivery(&mut self, d: Delivery, now_ns: u64) {
+    pub(crate) fn on_delivery(&mut self, d: Marker, now_ns: u64) {
         let Some(last) = self.last_by_publisher.get_mut(d.publisher as usize) else {
             self.tally.misrouted += 1;
             return;
@@ -255,8 +255,8 @@ impl Counts {
 mod tests {
     use super::*;
 
-    fn d(id: u64, publisher: u32, room: u32, t_ns: u64) -> Delivery {
-        Delivery { id, publisher, room, t_ns }
+    fn d(id: u64, publisher: u32, room: u32, t_ns: u64) -> Marker {
+        Marker { id, publisher, room, t_ns }
     }
 
     #[test]

@@ -193,7 +193,7 @@ impl Drop for HttpConn {
 /// One benchmark message as received: the `"_fb":"ID:P:ROOM:T"` marker inside
 /// `data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Delivery {
+pub(crate) struct Marker {
     /// Unique in the run; a publisher's ids increase in its send order.
     pub(crate) id: u64,
     /// Index of the publisher connection that sent it.
@@ -207,11 +207,11 @@ pub(crate) struct Delivery {
 const MARKER: &[u8] = b"\"_fb\"";
 
 /// The `data` of a benchmark message: the marker, then `pad` bytes of text.
-pub(crate) fn data_json(d: Delivery, pad: &str) -> String {
+pub(crate) fn data_json(d: Marker, pad: &str) -> String {
     format!("{{\"_fb\":\"{}:{}:{}:{}\",\"chat\":\"{pad}\"}}", d.id, d.publisher, d.room, d.t_ns)
 }
 
-fn parse_marker(rest: &[u8]) -> Option<Delivery> {
+fn parse_marker(rest: &[u8]) -> Option<Marker> {
     let mut i = 0;
     let skip_ws = |i: &mut usize| {
         while rest.get(*i).is_some_and(|b| b.is_ascii_whitespace()) {
@@ -244,7 +244,7 @@ fn parse_marker(rest: &[u8]) -> Option<Delivery> {
         }
         i += 1;
     }
-    Some(Delivery {
+    Some(Marker {
         id: fields[0],
         publisher: u32::try_from(fields[1]).ok()?,
         room: u32::try_from(fields[2]).ok()?,
@@ -257,7 +257,7 @@ fn parse_marker(rest: &[u8]) -> Option<Delivery> {
 /// This scans bytes instead of parsing JSON: the generator shares the CPU with
 /// the server, and a full parse of every delivery would cost more than the
 /// server's work.
-pub(crate) fn scan_deliveries(frame: &[u8], mut f: impl FnMut(Delivery)) -> u64 {
+pub(crate) fn scan_deliveries(frame: &[u8], mut f: impl FnMut(Marker)) -> u64 {
     let mut malformed = 0;
     for at in memmem::find_iter(frame, MARKER) {
         match parse_marker(&frame[at + MARKER.len()..]) {
@@ -395,8 +395,8 @@ mod tests {
 
     #[test]
     fn deliveries_are_found_in_batched_frames() {
-        let a = Delivery { id: 7, publisher: 1, room: 42, t_ns: 123_456_789 };
-        let b = Delivery { id: 8, publisher: 0, room: 3, t_ns: 5 };
+        let a = Marker { id: 7, publisher: 1, room: 42, t_ns: 123_456_789 };
+        let b = Marker { id: 8, publisher: 0, room: 3, t_ns: 5 };
         let frame = format!(
             "[{{\"channel\":\"/meta/connect\",\"successful\":true}},{{\"channel\":\"/b/r42\",\"data\":{},\"id\":\"x\"}},{{\"data\":{{\"chat\":\"x\", \"_fb\" : \"8:0:3:5\"}},\"channel\":\"/b/r3\"}},{{\"data\":{{\"_fb\":\"1:2\"}}}}]",
             data_json(a, "xxxx")

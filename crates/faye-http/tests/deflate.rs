@@ -41,8 +41,8 @@ struct Client {
     ws: RawWs,
     /// The handshake reply's status and headers.
     head: Response,
-    /// Inflates the server's compressed messages (each on its own, as agreed).
-    inflater: Decompress,
+    /// The window the server agreed to compress within.
+    window_bits: u8,
 }
 
 impl Client {
@@ -52,7 +52,17 @@ impl Client {
             extensions.map(|e| ("Sec-WebSocket-Extensions", e)).into_iter().collect();
         let (head, ws) =
             within(QUICK, "the upgrade", RawWs::connect(addr, "/bayeux", &offer)).await.unwrap();
-        Self { ws, head, inflater: Decompress::new(false) }
+        Self { ws, head, window_bits: 15 }
+    }
+
+    /// A client that agreed a server window of only 2^`bits` bytes, and inflates
+    /// with exactly that window.
+    async fn with_window(addr: SocketAddr, bits: u8) -> Self {
+        let offer = format!("permessage-deflate; server_max_window_bits={bits}");
+        let mut client = Self::connect(addr, Some(&offer)).await;
+        assert_eq!(client.extensions(), Some(&*format!("{AGREED}; server_max_window_bits={bits}")));
+        client.window_bits = bits;
+        client
     }
 
     fn status(&self) -> u16 {
@@ -90,12 +100,12 @@ impl Client {
 
     fn inflate(&mut self, payload: &[u8]) -> Vec<u8> {
         // Agreed: server_no_context_takeover, so each message stands alone.
-        self.inflater.reset(false);
+        let mut inflater = Decompress::new_with_window_bits(false, self.window_bits);
         let mut input = payload.to_vec();
         input.extend_from_slice(&TRAILER);
         let mut out = Vec::with_capacity(64 * 1024);
-        self.inflater.decompress_vec(&input, &mut out, FlushDecompress::Sync).unwrap();
-        assert_eq!(self.inflater.total_in(), input.len() as u64);
+        inflater.decompress_vec(&input, &mut out, FlushDecompress::Sync).unwrap();
+        assert_eq!(inflater.total_in(), input.len() as u64);
         out
     }
 
@@ -318,4 +328,55 @@ async fn invalid_compressed_data_closes_the_socket() {
     let rest = read.unwrap().unwrap();
     // As for any frame tungstenite refuses: a close frame without a code.
     assert_eq!(rest, [0x88, 0x00]);
+}
+
+/// Subscribes `client` to `channel` and holds a connect on its socket, uncompressed.
+async fn subscribe(client: &mut Client, channel: &str) {
+    client.send(true, false, TEXT, HANDSHAKE.as_bytes()).await;
+    let (reply, _) = client.read_json().await;
+    let id = assert_handshake_reply(&reply);
+    let subscribe =
+        json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": channel}]);
+    client.send(true, false, TEXT, subscribe.to_string().as_bytes()).await;
+    let (reply, _) = client.read_json().await;
+    assert_eq!(reply[0]["successful"], true, "{reply}");
+    let connect =
+        json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"}]);
+    client.send(true, false, TEXT, connect.to_string().as_bytes()).await;
+}
+
+/// One published message pushed to many sockets is compressed once and the same
+/// bytes go to all of them; a socket that agreed a smaller window compresses its
+/// own copy. (The test's runtime has one thread, the server's tasks included, so
+/// the count of compressions on this thread is the server's.)
+#[tokio::test]
+async fn a_push_shared_by_many_sockets_is_compressed_once() {
+    let server = Server::new(MemoryEngine::new(), ServerOptions::default());
+    let addr = faye_testkit::server::serve(FayeService::new(server.clone(), deflate_on())).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = Client::connect(addr, Some("permessage-deflate")).await;
+        assert_eq!(client.extensions(), Some(AGREED));
+        subscribe(&mut client, "/news").await;
+        clients.push(client);
+    }
+    let mut small = Client::with_window(addr, 10).await;
+    subscribe(&mut small, "/news").await;
+
+    let before = faye_http::deflate::compressions_on_this_thread();
+    let data = "the same words over and over ".repeat(100);
+    server.client().await.unwrap().publish("/news", &data).await.unwrap();
+    let mut payloads = Vec::new();
+    for client in clients.iter_mut().chain([&mut small]) {
+        let frame = client.read_frame().await;
+        assert!(frame.header().rsv1, "a 3 KiB delivery is compressed: {frame:?}");
+        let delivered: Value = serde_json::from_slice(&client.inflate(frame.payload())).unwrap();
+        assert_eq!(delivered, json!([{"channel": "/news", "data": data}]));
+        payloads.push(frame.into_payload());
+    }
+    assert_eq!(faye_http::deflate::compressions_on_this_thread() - before, 2);
+    assert!(
+        payloads[..3].iter().all(|p| *p == payloads[0]),
+        "the shared sockets got the same bytes"
+    );
 }
