@@ -198,6 +198,25 @@ async fn a_non_json_frame_does_not_kill_the_socket() {
 }
 
 #[tokio::test]
+async fn a_batch_in_a_binary_frame_is_read_as_text_is() {
+    let srv = Server::start(1).await;
+    let mut ws = srv.ws().await;
+    let handshake = json!([{"channel": "/meta/handshake", "version": "1.0",
+                            "supportedConnectionTypes": ["websocket"], "id": "bin"}]);
+    ws.send_binary(handshake.to_string().into_bytes()).await;
+    match ws.next_event(QUICK).await {
+        // The reply is a text frame, as to any frame.
+        Some(WsEvent::Json(v)) => assert_eq!(
+            redact(&v),
+            json!([{"id": "bin", "channel": "/meta/handshake", "successful": true,
+                    "version": "1.0", "supportedConnectionTypes": connection_types(),
+                    "clientId": "[clientId]", "advice": retry_advice(1)}])
+        ),
+        other => panic!("no text reply to a binary handshake: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn each_frame_gets_all_its_replies_in_one_array() {
     let srv = Server::start(1).await;
     let mut ws = srv.ws().await;

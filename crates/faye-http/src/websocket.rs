@@ -171,8 +171,10 @@ async fn run<E, S>(
         }
         let out = tokio::select! {
             frame = stream.next(), if !closing => match frame {
-                Some(Ok(WsMessage::Text(text))) => {
-                    match decode_batch(text.as_bytes()) {
+                // Faye reads a binary frame's bytes as it reads text.
+                Some(Ok(frame @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
+                    let text = frame.into_data();
+                    match decode_batch(&text) {
                         Ok(batch) if batch.len() > max_batch => {
                             let reason = format!("more than {max_batch} messages in one frame");
                             break Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });

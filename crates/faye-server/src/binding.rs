@@ -10,6 +10,7 @@ use faye_engine::{ClientId, EngineEvent, EngineListener};
 
 use crate::cow_list::CowList;
 use crate::monitor::{Event, Listener};
+use crate::order::Sequencer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +59,8 @@ pub(crate) struct Registry {
     pub(crate) shutdown: CancellationToken,
     /// Monitoring callbacks; engine events reach them through here.
     pub(crate) monitors: CowList<Listener>,
+    /// Each client's messages applied in the order it sent them.
+    pub(crate) order: Sequencer,
 }
 
 impl Registry {
@@ -118,10 +121,11 @@ impl EngineListener for Registry {
         if let Some(event) = Event::from_engine(event) {
             self.emit(|| event);
         }
-        if let Some(client) = close
-            && let Some(binding) = self.bindings.pin().remove(&client)
-        {
-            binding.end(true);
+        if let Some(client) = close {
+            self.order.end(&client);
+            if let Some(binding) = self.bindings.pin().remove(&client) {
+                binding.end(true);
+            }
         }
     }
 }

@@ -169,7 +169,10 @@ impl<E: Engine> Server<E> {
         }
         if reply.error.is_none() {
             match self.engine().create_client().await {
-                Ok(id) => reply.client_id = Some(id.to_string()),
+                Ok(id) => {
+                    self.shared.registry.order.start(id, msg.id.as_ref());
+                    reply.client_id = Some(id.to_string());
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "engine failed to create a client");
                     reply.error = Some(BayeuxError::server_error().into());

@@ -24,9 +24,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use faye_engine::{Engine, EngineContext, Limits};
-use faye_protocol::{BatchItem, EncodedMessage, Message};
+use faye_protocol::{BatchItem, EncodedMessage, Message, MetaChannel};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use std::task::Poll;
 
 mod auth;
 mod binding;
@@ -35,6 +36,7 @@ mod cow_list;
 mod extension;
 mod handlers;
 mod monitor;
+mod order;
 mod socket;
 
 pub use auth::TokenAuth;
@@ -54,6 +56,7 @@ pub struct ServerOptions {
     limits: Limits,
     max_channel_length: usize,
     max_channel_segments: usize,
+    order_wait: Duration,
 }
 
 impl Default for ServerOptions {
@@ -64,6 +67,7 @@ impl Default for ServerOptions {
             limits: Limits::default(),
             max_channel_length: 1024,
             max_channel_segments: 64,
+            order_wait: Duration::from_millis(500),
         }
     }
 }
@@ -114,6 +118,17 @@ impl ServerOptions {
     /// `405:<channel>:Invalid channel`.
     pub fn max_channel_segments(mut self, max: usize) -> Self {
         self.max_channel_segments = max;
+        self
+    }
+
+    /// How long a client's message may wait for one the client sent before it
+    /// (default 500 ms; zero turns ordering off). A client's messages are applied
+    /// in the order of their ids, which Faye's and CometD's clients number from
+    /// one counter; concurrent requests of one client can arrive out of that
+    /// order, and a message whose predecessor is missing waits for it this long
+    /// at most, then goes ahead. See `docs/ordering.md`.
+    pub fn order_wait(mut self, wait: Duration) -> Self {
+        self.order_wait = wait;
         self
     }
 
@@ -261,20 +276,44 @@ impl<E: Engine> Server<E> {
     }
 
     /// Handles a request batch and returns its replies, in completion order as in
-    /// Faye: every message starts at once, and a held `/meta/connect` delays the
-    /// whole reply until it completes.
+    /// Faye; a held `/meta/connect` delays the whole reply until it completes.
+    ///
+    /// Messages are applied in the order their client sent them, within the batch
+    /// and across concurrent batches of the same client (see
+    /// [`ServerOptions::order_wait`]): each is handled to completion before the
+    /// next, except a `/meta/connect`, which may be held and so runs alongside.
     pub async fn process(&self, messages: Vec<Message>, ctx: &Context<'_, E>) -> Vec<Reply> {
-        if messages.len() == 1 {
-            let msg = messages.into_iter().next().unwrap_or_default();
-            return self.handle(msg, ctx).await;
-        }
-        let mut pending: FuturesUnordered<_> =
-            messages.into_iter().map(|m| self.handle(m, ctx)).collect();
+        let mut held = FuturesUnordered::new();
         let mut replies = Vec::new();
-        while let Some(mut part) = pending.next().await {
+        for msg in messages {
+            let turn = self.turn(&msg).await;
+            if msg.channel.as_deref() == Some(MetaChannel::Connect.name()) {
+                let mut connect = Box::pin(self.handle(msg, ctx));
+                // Run it until it holds; it counts as applied from then on.
+                let first = std::future::poll_fn(|cx| Poll::Ready(connect.as_mut().poll(cx)));
+                match first.await {
+                    Poll::Ready(mut part) => replies.append(&mut part),
+                    Poll::Pending => held.push(connect),
+                }
+                drop(turn);
+            } else {
+                replies.append(&mut self.handle(msg, ctx).await);
+                drop(turn);
+            }
+        }
+        while let Some(mut part) = held.next().await {
             replies.append(&mut part);
         }
         replies
+    }
+
+    /// Waits for `msg`'s turn among its client's messages; see [`order`].
+    async fn turn(&self, msg: &Message) -> Option<order::Turn> {
+        let wait = self.shared.options.order_wait;
+        if wait.is_zero() {
+            return None;
+        }
+        self.shared.registry.order.turn(msg, wait).await
     }
 
     /// A socket for a persistent transport of a remote client; see [`Socket`].

@@ -63,6 +63,13 @@ impl Ws {
             .expect("WebSocket send");
     }
 
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, bytes: impl Into<Bytes>) {
+        within(QUICK, "a WebSocket send", self.stream.send(Message::binary(bytes)))
+            .await
+            .expect("WebSocket send");
+    }
+
     /// Sends a JSON value as a text frame.
     pub async fn send_json(&mut self, value: &Value) {
         self.send_text(value.to_string()).await;

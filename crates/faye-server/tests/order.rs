@@ -1,0 +1,129 @@
+//! One client's messages are applied in the order of their ids, whatever order
+//! its concurrent requests arrive in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use faye_engine::MemoryEngine;
+use faye_protocol::{decode_batch, encode_batch};
+use faye_server::{Context, RequestInfo, Server, ServerOptions};
+use serde_json::{Value, json};
+
+fn remote() -> Context<'static, MemoryEngine> {
+    Context::remote(Arc::new(RequestInfo { transport: "long-polling", ..Default::default() }))
+}
+
+async fn send(server: &Server<MemoryEngine>, request: Value) -> Value {
+    let batch = decode_batch(request.to_string().as_bytes()).unwrap();
+    serde_json::from_slice(&encode_batch(&server.process(batch, &remote()).await)).unwrap()
+}
+
+/// A client handshaken with message id "1", as Faye's client does.
+async fn handshake(server: &Server<MemoryEngine>) -> String {
+    let hs = json!({"channel": "/meta/handshake", "version": "1.0", "id": "1",
+                    "supportedConnectionTypes": ["long-polling"]});
+    send(server, hs).await[0]["clientId"].as_str().unwrap().to_owned()
+}
+
+/// Publishes of `client` to `/feed` with Faye's base-36 ids, `from..to`.
+fn publishes(client: &str, ids: std::ops::Range<u32>) -> Value {
+    let batch: Vec<Value> = ids
+        .map(|n| json!({"channel": "/feed", "clientId": client, "data": n, "id": base36(n)}))
+        .collect();
+    json!(batch)
+}
+
+fn base36(mut n: u32) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit(n % 36, 36).unwrap());
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
+}
+
+/// What the subscriber `id` has been sent, as `data` values.
+async fn received(server: &Server<MemoryEngine>, id: &str) -> Vec<u64> {
+    let connect = json!({"channel": "/meta/connect", "clientId": id,
+                         "connectionType": "long-polling", "advice": {"timeout": 0}});
+    let reply = send(server, connect).await;
+    reply.as_array().unwrap().iter().filter_map(|m| m["data"].as_u64()).collect()
+}
+
+async fn subscriber(server: &Server<MemoryEngine>) -> String {
+    let id = handshake(server).await;
+    let sub = json!({"channel": "/meta/subscribe", "clientId": id, "subscription": "/feed"});
+    assert_eq!(send(server, sub).await[0]["successful"], true);
+    id
+}
+
+/// The second of two concurrent requests arrives first: it waits for the first.
+#[tokio::test(start_paused = true)]
+async fn a_later_request_that_arrives_first_waits_for_the_earlier_one() {
+    let server = Server::new(MemoryEngine::new(), ServerOptions::default());
+    let sub = subscriber(&server).await;
+    let publisher = handshake(&server).await;
+    let second = tokio::spawn({
+        let (server, batch) = (server.clone(), publishes(&publisher, 40..80));
+        async move { send(&server, batch).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!second.is_finished(), "ids 40.. wait for 2..40");
+    send(&server, publishes(&publisher, 2..40)).await;
+    let replies = second.await.unwrap();
+    assert!(replies.as_array().unwrap().iter().all(|r| r["successful"] == true), "{replies}");
+    assert_eq!(received(&server, &sub).await, (2..80).collect::<Vec<_>>());
+}
+
+/// A predecessor that never comes holds its successors up for `order_wait`, once.
+#[tokio::test(start_paused = true)]
+async fn a_gap_that_never_fills_is_given_up_after_the_wait() {
+    let wait = Duration::from_millis(500);
+    let server = Server::new(MemoryEngine::new(), ServerOptions::default().order_wait(wait));
+    let sub = subscriber(&server).await;
+    let publisher = handshake(&server).await;
+    let start = tokio::time::Instant::now();
+    send(&server, publishes(&publisher, 10..20)).await;
+    assert_eq!(start.elapsed(), wait, "waited for ids 2..10, which never came");
+    send(&server, publishes(&publisher, 20..30)).await;
+    assert_eq!(start.elapsed(), wait, "the gap was given up on: no second wait");
+    // A late message is applied at once.
+    send(&server, publishes(&publisher, 5..6)).await;
+    assert_eq!(start.elapsed(), wait);
+    let want: Vec<u64> = (10..30).chain(5..6).collect();
+    assert_eq!(received(&server, &sub).await, want);
+}
+
+/// A held connect does not hold up the messages sent after it.
+#[tokio::test(start_paused = true)]
+async fn a_held_connect_counts_as_applied_once_it_holds() {
+    let server = Server::new(MemoryEngine::new(), ServerOptions::default());
+    let sub = subscriber(&server).await;
+    let publisher = handshake(&server).await;
+    let connect = json!([{"channel": "/meta/connect", "clientId": publisher,
+                          "connectionType": "long-polling", "id": "2"}]);
+    let held = tokio::spawn({
+        let server = server.clone();
+        async move { send(&server, connect).await }
+    });
+    let start = tokio::time::Instant::now();
+    send(&server, publishes(&publisher, 3..6)).await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(!held.is_finished());
+    assert_eq!(received(&server, &sub).await, vec![3, 4, 5]);
+}
+
+/// With ordering off, the same arrival order is applied as it arrives.
+#[tokio::test(start_paused = true)]
+async fn ordering_can_be_turned_off() {
+    let options = ServerOptions::default().order_wait(Duration::ZERO);
+    let server = Server::new(MemoryEngine::new(), options);
+    let sub = subscriber(&server).await;
+    let publisher = handshake(&server).await;
+    send(&server, publishes(&publisher, 5..8)).await;
+    send(&server, publishes(&publisher, 2..5)).await;
+    assert_eq!(received(&server, &sub).await, vec![5, 6, 7, 2, 3, 4]);
+}
