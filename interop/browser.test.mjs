@@ -233,6 +233,30 @@ function publish({ channel, data, ms }) {
   });
 }
 
+// In the page: subscribes to `channel`, then publishes `count` messages to it
+// in one tick (as an app's "for each item, publish" loop does) and resolves
+// with the `n` of every message received on it, in the order received, once
+// `count` have arrived (bounded by `ms`).
+function burstInOrder({ channel, count, ms }) {
+  const { client } = window.__faye;
+  const received = [];
+  const deadline = (what) => new Promise((_, reject) =>
+    setTimeout(() => reject(new Error(`${what}: not within ${ms} ms (${received.length} received)`)), ms));
+  const settle = (thenable) => new Promise((resolve, reject) => thenable.then(resolve, reject));
+  const subscribed = settle(client.subscribe(channel, (data) => received.push(data.n)));
+  return Promise.race([subscribed, deadline('subscribe')]).then(() => {
+    const publications = [];
+    for (let n = 0; n < count; n++) publications.push(settle(client.publish(channel, { n })));
+    return Promise.race([Promise.all(publications), deadline('the burst')]);
+  }).then(() => Promise.race([
+    new Promise((resolve) => {
+      const check = () => (received.length >= count ? resolve(received) : setTimeout(check, 10));
+      check();
+    }),
+    deadline(`${count} deliveries`),
+  ]));
+}
+
 // In the page: what the client recorded, and the transport it is on.
 function clientState() {
   const { client, rec } = window.__faye;
@@ -457,6 +481,38 @@ describe('faye@1.4.3 browser client in headless Chromium', () => {
         assert.match(request.response.headers['content-type'], /^text\/javascript/);
         assert.ok(request.response.text.startsWith(`/**/${callback}(`), request.response.text);
       }
+    });
+  }
+
+  // Per-publisher order: Faye's HTTP transports send a burst of publishes as
+  // several requests at once (Chromium keeps up to six in flight per host),
+  // which must still reach subscribers in the order they were published.
+  for (const t of TRANSPORTS.filter((x) => ['cross-origin-long-polling', 'callback-polling'].includes(x.name))) {
+    it(`a burst of 200 publishes over ${t.name} arrives in order, 10 times`, { timeout: 120_000 }, async () => {
+      context = await browser.newContext();
+      const page = await context.newPage();
+      page.setDefaultTimeout(WAIT_MS);
+      const wire = await recordWire(context, page, app.endpoint);
+      await page.goto(`${pageServer.origin}/`);
+      await page.waitForFunction(() => typeof window.Faye?.Client === 'function');
+      await page.evaluate(setUpClient,
+        { endpoint: app.endpoint, disable: t.disable, channel: `/order/${t.name}/ready`, ms: WAIT_MS });
+      for (let rep = 0; rep < 10; rep++) {
+        const channel = `/order/${t.name}/${rep}`;
+        const received = await page.evaluate(burstInOrder, { channel, count: 200, ms: 30_000 });
+        const firstOutOfOrder = received.findIndex((n, k) => n !== k);
+        assert.equal(firstOutOfOrder, -1, `rep ${rep}: out of order from position ${firstOutOfOrder}: ` +
+          JSON.stringify(received.slice(Math.max(0, firstOutOfOrder - 3), firstOutOfOrder + 5)));
+        assert.equal(received.length, 200, `rep ${rep}: each message once`);
+        // On the wire: by the intended kind, in several requests.
+        await wire.settle();
+        const carrying = wire.requests.filter((r) => r.sent.some((m) => m.channel === channel));
+        assert.ok(carrying.length >= 2, `rep ${rep}: the burst went out as ${carrying.length} request(s)`);
+        assert.deepEqual([...new Set(carrying.map((r) => r.kind))], [t.delivery], wire.describe());
+      }
+      const state = await page.evaluate(clientState);
+      assert.equal(state.connectionType, t.name);
+      assert.ok(!state.events.some((e) => e.startsWith('down')), JSON.stringify(state.events));
     });
   }
 });

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Interop tests: the official faye@1.4.3 clients against faye-rs.
 #   faye.test.mjs     the Node client against `faye serve`
+#   order.test.mjs    bursts of publishes from several Node clients arrive in
+#                     each publisher's order, over long-polling and WebSocket
 #   deflate.test.mjs  the Node client with permessage-deflate against
 #                     `faye serve --websocket-deflate`
 #   browser.test.mjs  the browser client in headless Chromium (playwright-core
@@ -17,4 +19,4 @@ if [[ -n "${FAYE_EXAMPLE_BIN:-}" ]]; then export FAYE_EXAMPLE_BIN="$(realpath -m
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
-node --test --test-reporter=spec faye.test.mjs deflate.test.mjs browser.test.mjs
+node --test --test-reporter=spec faye.test.mjs order.test.mjs deflate.test.mjs browser.test.mjs

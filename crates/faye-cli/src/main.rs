@@ -64,6 +64,11 @@ struct ServeArgs {
     /// Most messages in one request.
     #[arg(long, env = "FAYE_MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
+    /// Seconds a client's message may wait for one it sent earlier that has not
+    /// arrived yet (its messages are applied in the order it numbered them); 0
+    /// applies messages as they arrive.
+    #[arg(long, env = "FAYE_ORDER_WAIT", default_value_t = 0.5)]
+    order_wait: f64,
     /// Negotiate WebSocket permessage-deflate compression with clients that offer it.
     #[arg(long, env = "FAYE_WEBSOCKET_DEFLATE", value_parser = clap::builder::BoolishValueParser::new())]
     websocket_deflate: bool,
@@ -94,6 +99,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ping = args.ping.map(|p| seconds(p, "ping")).transpose()?;
     let server_options = ServerOptions::default()
         .timeout(timeout)
+        .order_wait(seconds(args.order_wait, "order-wait")?)
         .max_subscriptions_per_client(args.max_subscriptions)
         .max_queue_per_client(args.max_queue);
     let server = Server::new(MemoryEngine::new(), server_options);

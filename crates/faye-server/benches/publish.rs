@@ -107,5 +107,59 @@ fn server_publish(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engine_publish, server_publish);
+/// What per-client ordering costs: one remote client publishing with Faye's
+/// numbered ids to 100 socket subscribers, with ordering on (the default) and off.
+fn ordered_publish(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("remote_publish_100_subscribers");
+    for (name, wait) in [("ordered", None), ("unordered", Some(std::time::Duration::ZERO))] {
+        let options = match wait {
+            Some(wait) => ServerOptions::default().order_wait(wait),
+            None => ServerOptions::default(),
+        };
+        let server = Server::new(MemoryEngine::new(), options);
+        let remote = || Context::remote(Arc::new(RequestInfo::default()));
+        let handshake = br#"{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"],"id":"1"}"#;
+        let (sockets, publisher) = rt.block_on(async {
+            let mut sockets = Vec::new();
+            for _ in 0..100 {
+                let reply = server.process(decode_batch(handshake).unwrap(), &remote()).await;
+                let faye_server::Reply::Message(hs) = &reply[0] else { unreachable!() };
+                let id = hs.client_id.clone().unwrap();
+                let sub =
+                    json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/chat/*"});
+                server.process(decode_batch(sub.to_string().as_bytes()).unwrap(), &remote()).await;
+                let socket = server.socket(RequestInfo::default());
+                assert!(socket.attach(&id).await);
+                sockets.push(socket);
+            }
+            let reply = server.process(decode_batch(handshake).unwrap(), &remote()).await;
+            let faye_server::Reply::Message(hs) = &reply[0] else { unreachable!() };
+            (sockets, hs.client_id.clone().unwrap())
+        });
+        let mut next_id = 2u64;
+        g.throughput(Throughput::Elements(100));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                // Each publish carries the next id, as Faye's client numbers them.
+                let publish = json!([{"channel":"/chat/room","data":{"text":"hello, world!"},
+                                      "clientId": publisher, "id": next_id.to_string()}]);
+                next_id += 1;
+                rt.block_on(async {
+                    let batch = decode_batch(publish.to_string().as_bytes()).unwrap();
+                    black_box(server.process(batch, &remote()).await);
+                    for socket in &sockets {
+                        let Push::Messages(messages) = socket.next_push().await else {
+                            unreachable!()
+                        };
+                        black_box(encode_batch(&messages));
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, engine_publish, server_publish, ordered_publish);
 criterion_main!(benches);
