@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
+use crate::cors::{PageBy, refuse_foreign};
 use crate::{FayeBody, FayeService, request_info, text};
 
 /// faye-websocket's keep-alive interval when `ping` is not set.
@@ -38,6 +39,11 @@ pub(crate) async fn open<E: Engine, B>(
     svc: &FayeService<E>,
     req: Request<B>,
 ) -> Response<FayeBody> {
+    // The stream's reply has no CORS headers, but the request alone would bind the
+    // client's deliveries to a foreign page's stream.
+    if let Some(refused) = refuse_foreign(&svc.shared.options, req.headers(), PageBy::Origin) {
+        return refused;
+    }
     let client = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
     let request = request_info(req.into_parts().0, "eventsource");
     let socket = svc.server().socket(Arc::unwrap_or_clone(request));

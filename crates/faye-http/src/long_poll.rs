@@ -10,7 +10,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
-use crate::cors::allow_origin;
+use crate::cors::{PageBy, allow_origin, refuse_foreign};
 use crate::{FayeBody, FayeService, bad_request, full, request_info, text};
 
 const DEFAULT_CALLBACK: &str = "jsonpcallback";
@@ -161,6 +161,12 @@ where
 
 /// GET: callback-polling (JSON-P), `?message=<json>&jsonp=<callback>`.
 pub(crate) async fn get<E: Engine, B>(svc: &FayeService<E>, req: Request<B>) -> Response<FayeBody> {
+    // A `<script>` tag loads this from any page, cookies included, and the page
+    // reads the reply: the CORS rules do not apply, so the allow-list is checked here.
+    let by = PageBy::OriginOrReferer;
+    if let Some(refused) = refuse_foreign(&svc.shared.options, req.headers(), by) {
+        return refused;
+    }
     let (message, jsonp) = match params(req.uri().query().unwrap_or("").as_bytes()) {
         Ok(params) => params,
         Err(refused) => return refused.response(),

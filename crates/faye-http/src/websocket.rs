@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use faye_server::RequestInfo;
 
+use crate::cors::{PageBy, refuse_foreign};
 use crate::deflate::{self, DeflateIo, WindowBits};
 use crate::{FayeBody, FayeService, bad_request, full, request_info};
 
@@ -47,6 +48,10 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
     svc: FayeService<E>,
     mut req: Request<B>,
 ) -> Response<FayeBody> {
+    // Browsers let any page open a socket, cookies included: only Origin tells.
+    if let Some(refused) = refuse_foreign(&svc.shared.options, req.headers(), PageBy::Origin) {
+        return refused;
+    }
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let version_ok = req.headers().get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
     let (Some(key), true, true) =
