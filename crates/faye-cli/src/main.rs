@@ -50,8 +50,9 @@ struct ServeArgs {
     /// client/faye-browser-min.js.
     #[arg(long, env = "FAYE_CLIENT_JS")]
     client_js: Option<std::path::PathBuf>,
-    /// Origins allowed to make cross-origin requests, comma-separated (default: any,
-    /// as Faye).
+    /// Origins whose pages may use the server, comma-separated (default: any, as
+    /// Faye): others get no CORS headers, and 403 for WebSocket, EventSource and
+    /// JSON-P. List this server's own origin too.
     #[arg(long, env = "FAYE_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
     /// Most channels one client may subscribe to.

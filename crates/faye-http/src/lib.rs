@@ -141,10 +141,13 @@ impl FayeOptions {
         self
     }
 
-    /// Origins allowed to make cross-origin requests (with credentials). By default,
-    /// as in Faye, any origin is reflected; with a list, other origins get no CORS
-    /// headers and the browser refuses them. Origins are compared exactly, e.g.
-    /// `https://app.example.com`.
+    /// Origins whose pages may use the server (with credentials). By default, as in
+    /// Faye, any origin is allowed. With a list, other origins get no CORS headers
+    /// (the browser then refuses the reply), and their WebSocket upgrades,
+    /// EventSource streams and JSON-P requests (judged by `Referer`) are answered
+    /// 403; requests that name no origin, as non-browser clients' do, are allowed.
+    /// Origins are compared exactly, e.g. `https://app.example.com`; list the
+    /// server's own origin too, since browsers send it on same-origin WebSockets.
     pub fn allowed_origins<I, S>(mut self, origins: Option<I>) -> Self
     where
         I: IntoIterator<Item = S>,
