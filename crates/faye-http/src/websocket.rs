@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use faye_engine::Engine;
-use faye_protocol::{EncodedMessage, decode_batch, encode_batch};
+use faye_protocol::{DecodeError, EncodedMessage, decode_batch_limited, encode_batch};
 use faye_server::{Context, Push};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
@@ -172,8 +172,8 @@ async fn run<E, S>(
         let out = tokio::select! {
             frame = stream.next(), if !closing => match frame {
                 Some(Ok(WsMessage::Text(text))) => {
-                    match decode_batch(text.as_bytes()) {
-                        Ok(batch) if batch.len() > max_batch => {
+                    match decode_batch_limited(text.as_bytes(), max_batch) {
+                        Err(DecodeError::TooMany { .. }) => {
                             let reason = format!("more than {max_batch} messages in one frame");
                             break Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });
                         }
