@@ -148,8 +148,8 @@ fn keep_last_of_each_key(extra: &mut Vec<(String, Box<RawValue>)>) {
         return;
     }
     // Walking from the end, the first sighting of a key is its last occurrence.
-    // `HashSet`'s default hasher is keyed per process, so chosen keys cannot
-    // collide on purpose.
+    // `HashSet`'s default hasher has random keys, so a client cannot choose keys
+    // that collide.
     let keep: Vec<bool> = {
         let mut seen = HashSet::with_capacity(extra.len());
         extra.iter().rev().map(|(k, _)| seen.insert(k.as_str())).collect()
