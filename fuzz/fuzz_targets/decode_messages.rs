@@ -1,11 +1,15 @@
-//! Request bodies: `decode_batch` never panics, every decoded message survives an
-//! encode/decode round trip unchanged, and a delivery is a JSON object without the
-//! publisher's `clientId` or any `advice`/`successful` a publisher could spoof.
+//! Request bodies: `decode_batch` never panics, `decode_batch_limited` refuses exactly
+//! the batches over its limit, every decoded message survives an encode/decode round
+//! trip unchanged, and a delivery is a JSON object without the publisher's
+//! `clientId` or any `advice`/`successful` a publisher could spoof.
 #![no_main]
 
 use std::collections::HashMap;
 
-use faye_protocol::{EncodedMessage, Message, decode_batch, encode_batch, escape_jsonp};
+use faye_protocol::{
+    DecodeError, EncodedMessage, Message, decode_batch, decode_batch_limited, encode_batch,
+    escape_jsonp,
+};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
@@ -23,6 +27,19 @@ fn object(json: &[u8], what: &str, m: &Message) -> HashMap<String, Box<RawValue>
 
 fuzz_target!(|data: &[u8]| {
     let Ok(batch) = decode_batch(data) else { return };
+    let all: Vec<String> = batch.iter().map(Message::to_json).collect();
+    for max in [batch.len(), batch.len().saturating_sub(1)] {
+        match decode_batch_limited(data, max) {
+            Ok(limited) => {
+                assert!(batch.len() <= max, "{} messages passed a limit of {max}", batch.len());
+                assert_eq!(limited.iter().map(Message::to_json).collect::<Vec<_>>(), all);
+            }
+            Err(DecodeError::TooMany { max: m }) => {
+                assert!(m == max && batch.len() > max, "{} refused at {m}", batch.len());
+            }
+            Err(e) => panic!("decode_batch accepted what decode_batch_limited refused: {e}"),
+        }
+    }
     for m in &batch {
         let json = m.to_json();
         let fields = object(json.as_bytes(), "to_json", m);

@@ -2,7 +2,7 @@
 //! with the headers Faye's Node adapter sends (§4.4).
 
 use faye_engine::Engine;
-use faye_protocol::{Message, decode_batch, encode_batch, escape_jsonp};
+use faye_protocol::{DecodeError, Message, decode_batch_limited, encode_batch, escape_jsonp};
 use std::sync::Arc;
 
 use faye_server::{Context, RequestInfo};
@@ -71,18 +71,16 @@ fn params(query: &[u8]) -> Result<(Option<String>, Option<String>), Refused> {
 
 impl<E: Engine> FayeService<E> {
     fn decode(&self, body: &[u8]) -> Result<Vec<Message>, Refused> {
-        let batch = decode_batch(body).map_err(|e| {
-            tracing::debug!(error = %e, "refused a request");
-            Refused::BadRequest
-        })?;
-        let max = self.shared.options.max_batch;
-        if batch.len() > max {
-            return Err(Refused::TooLarge(format!(
-                "Payload too large: {} messages in one request, the limit is {max}",
-                batch.len()
-            )));
-        }
-        Ok(batch)
+        decode_batch_limited(body, self.shared.options.max_batch).map_err(|e| match e {
+            // Decoding stops at the first message past the limit, so the count is unknown.
+            DecodeError::TooMany { max } => Refused::TooLarge(format!(
+                "Payload too large: more than {max} messages in one request"
+            )),
+            e => {
+                tracing::debug!(error = %e, "refused a request");
+                Refused::BadRequest
+            }
+        })
     }
 
     async fn run(&self, batch: Vec<Message>, request: &Arc<RequestInfo>) -> bytes::Bytes {

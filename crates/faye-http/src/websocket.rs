@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use faye_engine::Engine;
-use faye_protocol::{EncodedMessage, decode_batch, encode_batch};
+use faye_protocol::{DecodeError, EncodedMessage, decode_batch_limited, encode_batch};
 use faye_server::{Context, Push};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
@@ -179,8 +179,8 @@ async fn run<E, S>(
                 // Faye reads a binary frame's bytes as it reads text.
                 Some(Ok(frame @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
                     let text = frame.into_data();
-                    match decode_batch(&text) {
-                        Ok(batch) if batch.len() > max_batch => {
+                    match decode_batch_limited(&text, max_batch) {
+                        Err(DecodeError::TooMany { .. }) => {
                             let reason = format!("more than {max_batch} messages in one frame");
                             break Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });
                         }

@@ -1,14 +1,16 @@
+use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::Serialize;
+use serde::de::{self, Deserializer as _, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::message::{Message, RequestItem, Wire};
 
-/// Why a request body is not a Bayeux batch. Faye answers all of these with
-/// HTTP 400 `Bad request`.
+/// Why a request body is not a Bayeux batch. Faye answers the malformed ones with
+/// HTTP 400 `Bad request`; it has no limit on the number of messages.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -18,6 +20,13 @@ pub enum DecodeError {
     /// The JSON is a number, string or boolean rather than an object or array.
     #[error("expected a JSON object or array")]
     NotObject,
+    /// The batch holds more than `max` messages ([`decode_batch_limited`]). The rest
+    /// of the body was not read, so it may be malformed as well.
+    #[error("more than {max} messages in one batch")]
+    TooMany {
+        /// The limit that was passed.
+        max: usize,
+    },
 }
 
 /// Decodes a request: a JSON array of messages, a single message object, or `null`
@@ -31,17 +40,75 @@ pub enum DecodeError {
 /// assert!(decode_batch(b"42").is_err());
 /// ```
 pub fn decode_batch(body: &[u8]) -> Result<Vec<Message>, DecodeError> {
+    decode_batch_limited(body, usize::MAX)
+}
+
+/// [`decode_batch`] that refuses a batch of more than `max` messages as soon as it
+/// reads message `max + 1`, before it reads the rest of the body. Skipped (falsy)
+/// elements do not count, as they are not messages.
+///
+/// ```
+/// use faye_protocol::{DecodeError, decode_batch_limited};
+/// assert_eq!(decode_batch_limited(b"[{},{}]", 2).unwrap().len(), 2);
+/// assert!(matches!(decode_batch_limited(b"[{},{},{}]", 2), Err(DecodeError::TooMany { max: 2 })));
+/// assert_eq!(decode_batch_limited(b"[null,0,{}]", 1).unwrap().len(), 1);
+/// ```
+pub fn decode_batch_limited(body: &[u8], max: usize) -> Result<Vec<Message>, DecodeError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match first {
         Some(b'[') => {
-            let items: Vec<RequestItem> = serde_json::from_slice(body)?;
-            Ok(items.into_iter().filter_map(|i| i.0).collect())
+            let too_many = Cell::new(false);
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let batch = de.deserialize_seq(BatchVisitor { max, too_many: &too_many });
+            match batch {
+                Ok(batch) => {
+                    de.end()?;
+                    Ok(batch)
+                }
+                Err(_) if too_many.get() => Err(DecodeError::TooMany { max }),
+                Err(e) => Err(e.into()),
+            }
         }
-        Some(b'{') => Ok(vec![serde_json::from_slice(body)?]),
+        Some(b'{') => {
+            let message = serde_json::from_slice(body)?;
+            if max == 0 {
+                return Err(DecodeError::TooMany { max });
+            }
+            Ok(vec![message])
+        }
         _ => match serde_json::from_slice::<Value>(body)? {
             Value::Null => Ok(Vec::new()),
             _ => Err(DecodeError::NotObject),
         },
+    }
+}
+
+/// The messages of a JSON array, refusing message `max + 1`. serde_json only lets
+/// a visitor fail with its own error type, so the refusal is flagged in
+/// `too_many` to tell it from malformed JSON.
+struct BatchVisitor<'a> {
+    max: usize,
+    too_many: &'a Cell<bool>,
+}
+
+impl<'de> Visitor<'de> for BatchVisitor<'_> {
+    type Value = Vec<Message>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of Bayeux messages")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Message>, A::Error> {
+        let mut batch = Vec::new();
+        while let Some(RequestItem(item)) = seq.next_element()? {
+            let Some(message) = item else { continue };
+            if batch.len() == self.max {
+                self.too_many.set(true);
+                return Err(de::Error::custom(format_args!("more than {} messages", self.max)));
+            }
+            batch.push(message);
+        }
+        Ok(batch)
     }
 }
 

@@ -23,7 +23,10 @@ mod message;
 
 pub use channel::Channel;
 pub use client_id::ClientId;
-pub use codec::{BatchItem, DecodeError, EncodedMessage, decode_batch, encode_batch, escape_jsonp};
+pub use codec::{
+    BatchItem, DecodeError, EncodedMessage, decode_batch, decode_batch_limited, encode_batch,
+    escape_jsonp,
+};
 pub use error::{BayeuxError, ErrorCode};
 pub use message::{Message, is_truthy, js_string};
 
