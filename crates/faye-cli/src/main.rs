@@ -60,8 +60,11 @@ struct ServeArgs {
     max_subscriptions: usize,
     /// Most messages queued for one client; a client too slow to drain its queue is
     /// disconnected.
-    #[arg(long, env = "FAYE_MAX_QUEUE", default_value_t = 10_000)]
+    #[arg(long, env = "FAYE_MAX_QUEUE", default_value_t = 100_000)]
     max_queue: usize,
+    /// Most bytes of messages queued for one client; past it, as past --max-queue.
+    #[arg(long, env = "FAYE_MAX_QUEUE_BYTES", default_value_t = 16 << 20)]
+    max_queue_bytes: usize,
     /// Most messages in one request.
     #[arg(long, env = "FAYE_MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
@@ -102,7 +105,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .timeout(timeout)
         .order_wait(seconds(args.order_wait, "order-wait")?)
         .max_subscriptions_per_client(args.max_subscriptions)
-        .max_queue_per_client(args.max_queue);
+        .max_queue_per_client(args.max_queue)
+        .max_queue_bytes_per_client(args.max_queue_bytes);
     let server = Server::new(MemoryEngine::new(), server_options);
     let mut options = FayeOptions::default()
         .mount(args.mount)

@@ -86,11 +86,15 @@ pub struct Limits {
     /// message arrives is too slow to keep up: it is destroyed (its session ends,
     /// and a Faye client re-handshakes), rather than silently losing messages.
     pub max_queue: usize,
+    /// Most bytes queued for one client (the JSON of its queued messages, counted
+    /// in full even where recipients share it), with the same consequence: a few
+    /// large messages weigh as much as many small ones.
+    pub max_queue_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_subscriptions: 1000, max_queue: 10_000 }
+        Self { max_subscriptions: 1000, max_queue: 100_000, max_queue_bytes: 16 << 20 }
     }
 }
 
@@ -149,7 +153,8 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
 
     /// Queues `message` once for every client subscribed to a key of
     /// `channel.expand()` and calls [`EngineListener::mail`] for each. A recipient
-    /// whose queue is full ([`Limits::max_queue`]) is destroyed instead.
+    /// whose queue is full ([`Limits::max_queue`], [`Limits::max_queue_bytes`]) is
+    /// destroyed instead.
     fn publish(
         &self,
         channel: &Channel,

@@ -55,6 +55,8 @@ struct ClientEntry {
 struct ClientState {
     channels: HashSet<String>,
     queue: VecDeque<EncodedMessage>,
+    /// The JSON bytes in `queue`.
+    queued_bytes: usize,
     expires_at: Instant,
     destroyed: bool,
     reaper: Option<AbortHandle>,
@@ -142,6 +144,7 @@ impl Inner {
             let mut st = lock(&entry.state);
             st.destroyed = true;
             st.queue.clear();
+            st.queued_bytes = 0;
             if let Some(reaper) = st.reaper.take() {
                 reaper.abort();
             }
@@ -185,6 +188,7 @@ impl Engine for MemoryEngine {
             state: Mutex::new(ClientState {
                 channels: HashSet::new(),
                 queue: VecDeque::new(),
+                queued_bytes: 0,
                 expires_at: Instant::now() + lifetime,
                 destroyed: false,
                 reaper: None,
@@ -292,11 +296,14 @@ impl Engine for MemoryEngine {
                     if st.destroyed {
                         continue;
                     }
-                    if st.queue.len() >= ctx.limits.max_queue {
+                    let bytes = st.queued_bytes + message.json().len();
+                    if st.queue.len() >= ctx.limits.max_queue || bytes > ctx.limits.max_queue_bytes
+                    {
                         too_slow.push(*id);
                         continue;
                     }
                     st.queue.push_back(message.clone());
+                    st.queued_bytes = bytes;
                 }
                 ctx.listener.mail(id);
             }
@@ -312,7 +319,11 @@ impl Engine for MemoryEngine {
         Ok(self
             .inner
             .entry(client)
-            .map(|e| Vec::from(std::mem::take(&mut lock(&e.state).queue)))
+            .map(|e| {
+                let mut st = lock(&e.state);
+                st.queued_bytes = 0;
+                Vec::from(std::mem::take(&mut st.queue))
+            })
             .unwrap_or_default())
     }
 

@@ -22,7 +22,7 @@ use crate::{ClientId, Engine, EngineContext, EngineEvent, EngineListener, Limits
 pub const TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The limits the suite starts engines with.
-pub const LIMITS: Limits = Limits { max_subscriptions: 8, max_queue: 4 };
+pub const LIMITS: Limits = Limits { max_subscriptions: 8, max_queue: 4, max_queue_bytes: 200 };
 
 /// A listener that records everything an engine reports.
 #[derive(Debug, Default)]
@@ -257,6 +257,30 @@ pub async fn destroys_a_client_whose_queue_overflows<E: Engine>(engine: E) {
     engine.shutdown().await;
 }
 
+/// The bytes queued for a client are bounded too: a client whose queued JSON would
+/// pass [`Limits::max_queue_bytes`] is destroyed, however few messages that is.
+pub async fn destroys_a_client_whose_queue_passes_its_byte_limit<E: Engine>(engine: E) {
+    let (engine, rec) = start(engine);
+    let slow = engine.create_client().await.unwrap();
+    engine.subscribe(&slow, &ch("/feed")).await.unwrap();
+    // 150 bytes queued (two messages of 75): under the limit of 200.
+    let big = msg("/feed", &format!("\"{}\"", "x".repeat(75 - 29)));
+    assert_eq!(big.json().len(), 75);
+    engine.publish(&ch("/feed"), big.clone()).await.unwrap();
+    engine.publish(&ch("/feed"), big.clone()).await.unwrap();
+    assert!(engine.client_exists(&slow).await.unwrap(), "150 of 200 bytes is allowed");
+    // Draining the queue frees its bytes.
+    assert_eq!(queue_of(&engine, &slow).await.len(), 2);
+    engine.publish(&ch("/feed"), big.clone()).await.unwrap();
+    engine.publish(&ch("/feed"), big.clone()).await.unwrap();
+    assert!(engine.client_exists(&slow).await.unwrap());
+    // A third would make 225.
+    engine.publish(&ch("/feed"), big).await.unwrap();
+    assert!(!engine.client_exists(&slow).await.unwrap());
+    assert!(rec.events().ends_with(&[EngineEvent::Disconnect(slow), EngineEvent::Close(slow)]));
+    engine.shutdown().await;
+}
+
 /// Declares one test per conformance check, each on a fresh engine from `$make`.
 ///
 /// ```ignore
@@ -275,6 +299,7 @@ macro_rules! conformance_tests {
             unsubscribed_clients_receive_nothing,
             refuses_subscriptions_past_the_limit,
             destroys_a_client_whose_queue_overflows,
+            destroys_a_client_whose_queue_passes_its_byte_limit,
         );
     };
     (@each #[$attr:meta] $make:expr; $($check:ident),* $(,)?) => {$(

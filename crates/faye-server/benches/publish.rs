@@ -28,7 +28,8 @@ fn engine_publish(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_publish");
     for n in [1usize, 100, 1000] {
         let engine = MemoryEngine::new();
-        let limits = Limits { max_subscriptions: 10, max_queue: usize::MAX };
+        let limits =
+            Limits { max_subscriptions: 10, max_queue: usize::MAX, max_queue_bytes: usize::MAX };
         let timeout = std::time::Duration::from_secs(3600);
         rt.block_on(async {
             engine.start(EngineContext { listener: Arc::new(Nop), timeout, limits });

@@ -96,12 +96,19 @@ impl ServerOptions {
         self
     }
 
-    /// Most messages queued for one client (default 10 000; Faye has no limit). A
+    /// Most messages queued for one client (default 100 000; Faye has no limit). A
     /// client whose queue is full when another message arrives is too slow to keep
     /// up: its session is ended, so its Faye client re-handshakes and knows it
     /// missed messages. Other clients are unaffected.
     pub fn max_queue_per_client(mut self, max: usize) -> Self {
         self.limits.max_queue = max;
+        self
+    }
+
+    /// Most bytes of messages queued for one client (default 16 MiB; Faye has no
+    /// limit), with the same consequence as [`ServerOptions::max_queue_per_client`].
+    pub fn max_queue_bytes_per_client(mut self, max: usize) -> Self {
+        self.limits.max_queue_bytes = max;
         self
     }
 
