@@ -13,7 +13,7 @@ use tokio::time::{sleep, sleep_until, timeout};
 
 use crate::report::{IdleResult, Saturation, ServerUsage, StepResult};
 use crate::stats::{Counts, Latency, Receiver, SharedHistogram, Tally};
-use crate::wire::{self, Marker, HttpConn, SETUP_TIMEOUT, Target, Ws};
+use crate::wire::{self, HttpConn, Marker, SETUP_TIMEOUT, Target, Ws};
 use crate::{Transport, procfs};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -129,6 +129,12 @@ fn message(json: Bytes, compressed: Option<Bytes>) -> WsMessage {
     WsMessage::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
 }
 
+/// Most frames whose replies one socket may have pending. Past it the socket's
+/// frames are not read until replies drain, so a client that sends faster than its
+/// batches complete is slowed down (TCP back-pressure) rather than growing the
+/// server. A well-behaved client has one held connect and a few batches in flight.
+const MAX_PENDING_REPLIES: usize = 16;
+
 /// The next ping time, or never when pings are off.
 async fn tick(ping: &mut Option<tokio::time::Interval>) {
     match ping {
@@ -170,7 +176,7 @@ async fn run<E, S>(
             break Some(CloseFrame { code: CloseCode::Normal, reason: "".into() });
         }
         let out = tokio::select! {
-            frame = stream.next(), if !closing => match frame {
+            frame = stream.next(), if !closing && pending.len() < MAX_PENDING_REPLIES => match frame {
                 Some(Ok(WsMessage::Text(text))) => {
                     match decode_batch(text.as_bytes()) {
                         Ok(batch) if batch.len() > max_batch => {

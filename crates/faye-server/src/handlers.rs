@@ -9,6 +9,7 @@ use faye_protocol::{
     is_truthy, js_string,
 };
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::binding::{Binding, BindingGuard};
 use crate::extension::{Stage, pipe};
@@ -207,7 +208,8 @@ impl<E: Engine> Server<E> {
         let mut replies = match ctx.socket {
             Some(socket) => {
                 let binding = socket.bind(client);
-                self.hold(&binding, hold).await;
+                let superseded = socket.hold_next();
+                self.hold(&binding, &superseded, hold).await;
                 Vec::new()
             }
             // The client has a live socket (an EventSource stream, or a WebSocket):
@@ -240,11 +242,13 @@ impl<E: Engine> Server<E> {
     }
 
     /// Holds a connect on a socket: deliveries are pushed meanwhile, so the reply is
-    /// a heartbeat sent after `hold`, or at once when the binding ends.
-    async fn hold(&self, binding: &Binding, hold: Duration) {
+    /// a heartbeat sent after `hold`, or at once when the binding ends or a newer
+    /// connect on the socket supersedes this one.
+    async fn hold(&self, binding: &Binding, superseded: &CancellationToken, hold: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(hold) => {}
             _ = binding.ended.cancelled() => {}
+            _ = superseded.cancelled() => {}
         }
     }
 

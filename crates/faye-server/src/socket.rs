@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use faye_engine::{ClientId, EncodedMessage, Engine};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::{RequestInfo, Server};
@@ -32,6 +33,8 @@ pub struct Socket<E: Engine> {
     trusted: bool,
     binding: Mutex<Option<(ClientId, Arc<Binding>)>>,
     rebound: Notify,
+    /// The connect held on this socket, cancelled when a newer one replaces it.
+    held: Mutex<CancellationToken>,
 }
 
 impl<E: Engine> Socket<E> {
@@ -46,7 +49,14 @@ impl<E: Engine> Socket<E> {
     }
 
     fn new(server: Server<E>, request: Option<Arc<RequestInfo>>, trusted: bool) -> Self {
-        Self { server, request, trusted, binding: Mutex::new(None), rebound: Notify::new() }
+        Self {
+            server,
+            request,
+            trusted,
+            binding: Mutex::new(None),
+            rebound: Notify::new(),
+            held: Mutex::new(CancellationToken::new()),
+        }
     }
 
     /// The request that opened the socket (`None` for a trusted socket).
@@ -81,6 +91,19 @@ impl<E: Engine> Socket<E> {
         drop(binding);
         self.rebound.notify_one();
         conn
+    }
+
+    /// Starts holding a connect on this socket and answers the one held before it:
+    /// every held connect is a future alive for the whole timeout, so a socket
+    /// sending connects in a loop would otherwise pile them up without bound. A
+    /// socket carries one client at a time, so this is also one per client, as for
+    /// HTTP (see `Registry::bind`). The returned token is cancelled when the next
+    /// connect on the socket supersedes this one.
+    pub(crate) fn hold_next(&self) -> CancellationToken {
+        let next = CancellationToken::new();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *held, next.clone()).cancel();
+        next
     }
 
     /// Binds the socket to `client` if the client exists (EventSource, whose URL

@@ -1,0 +1,94 @@
+//! Bounds on what one client or socket can make the server hold (issue 16), with
+//! tokio's clock paused.
+
+use std::time::Duration;
+
+use faye_engine::MemoryEngine;
+use faye_protocol::{decode_batch, encode_batch};
+use faye_server::{Context, RequestInfo, Server, ServerOptions, Socket};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const T: Duration = Duration::from_secs(10);
+
+fn server() -> Server<MemoryEngine> {
+    Server::new(MemoryEngine::new(), ServerOptions::default().timeout(T))
+}
+
+async fn send(
+    server: &Server<MemoryEngine>,
+    ctx: &Context<'_, MemoryEngine>,
+    request: Value,
+) -> Value {
+    let batch = decode_batch(request.to_string().as_bytes()).unwrap();
+    let replies = server.process(batch, ctx).await;
+    serde_json::from_slice(&encode_batch(&replies)).unwrap()
+}
+
+async fn handshake(server: &Server<MemoryEngine>) -> String {
+    let ctx = Context::remote(Default::default());
+    let reply = send(server, &ctx, json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]})).await;
+    reply[0]["clientId"].as_str().unwrap().to_owned()
+}
+
+fn connect(id: &str) -> Value {
+    json!({"channel":"/meta/connect","clientId":id,"connectionType":"websocket"})
+}
+
+async fn over_socket(
+    server: &Server<MemoryEngine>,
+    socket: &Socket<MemoryEngine>,
+    request: Value,
+) -> Value {
+    send(server, &Context::on_socket(socket), request).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_holds_at_most_one_connect() {
+    let server = server();
+    let id = handshake(&server).await;
+    let socket = server.socket(RequestInfo::default());
+    let start = Instant::now();
+    let mut connects: FuturesUnordered<_> = (0..100)
+        .map(|_| async { (over_socket(&server, &socket, connect(&id)).await, start.elapsed()) })
+        .collect();
+    let mut answered_at_once = 0;
+    let mut held = Vec::new();
+    while let Some((reply, elapsed)) = connects.next().await {
+        assert_eq!(reply[0]["successful"], true, "{reply}");
+        assert_eq!(reply[0]["advice"]["reconnect"], "retry", "{reply}");
+        if elapsed.is_zero() {
+            answered_at_once += 1;
+        } else {
+            held.push(elapsed);
+        }
+    }
+    assert_eq!(answered_at_once, 99, "every connect but the newest is answered at once");
+    assert_eq!(held, [T], "the newest is held for the timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn moving_a_socket_between_clients_does_not_pile_up_held_connects() {
+    let server = server();
+    let ids = [handshake(&server).await, handshake(&server).await];
+    let socket = server.socket(RequestInfo::default());
+    let start = Instant::now();
+    let mut connects: FuturesUnordered<_> = (0..20)
+        .map(|i| {
+            let id = &ids[i % 2];
+            let socket = &socket;
+            let server = &server;
+            async move { (over_socket(server, socket, connect(id)).await, start.elapsed()) }
+        })
+        .collect();
+    let mut held = 0;
+    while let Some((reply, elapsed)) = connects.next().await {
+        assert_eq!(reply[0]["successful"], true, "{reply}");
+        if !elapsed.is_zero() {
+            held += 1;
+        }
+    }
+    assert_eq!(held, 1);
+}
