@@ -61,6 +61,14 @@ struct ServeArgs {
     /// disconnected.
     #[arg(long, env = "FAYE_MAX_QUEUE", default_value_t = 10_000)]
     max_queue: usize,
+    /// Most live clients (sessions); past it handshakes are refused with
+    /// `503::Too many clients`.
+    #[arg(long, env = "FAYE_MAX_CLIENTS", default_value_t = 100_000)]
+    max_clients: usize,
+    /// Most clients one request or WebSocket frame may create (Faye's clients send
+    /// one handshake per request).
+    #[arg(long, env = "FAYE_MAX_HANDSHAKES_PER_REQUEST", default_value_t = 1)]
+    max_handshakes_per_request: usize,
     /// Most messages in one request.
     #[arg(long, env = "FAYE_MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
@@ -95,7 +103,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_options = ServerOptions::default()
         .timeout(timeout)
         .max_subscriptions_per_client(args.max_subscriptions)
-        .max_queue_per_client(args.max_queue);
+        .max_queue_per_client(args.max_queue)
+        .max_clients(args.max_clients)
+        .max_handshakes_per_request(args.max_handshakes_per_request);
     let server = Server::new(MemoryEngine::new(), server_options);
     let mut options = FayeOptions::default()
         .mount(args.mount)

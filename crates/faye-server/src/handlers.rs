@@ -26,6 +26,13 @@ fn make_response(msg: &Message) -> Message {
     }
 }
 
+/// Past `max_handshakes_per_request`. Faye's `400` (`Bad request`) code, with a
+/// message that says which bound.
+const TOO_MANY_HANDSHAKES: &str = "400::Too many handshakes in one request";
+
+/// Past `max_clients`. Faye has no code for a full server; 503 is HTTP's.
+const TOO_MANY_CLIENTS: &str = "503::Too many clients";
+
 fn finish(mut reply: Message) -> Message {
     reply.successful = Some(reply.error.is_none());
     reply
@@ -76,7 +83,7 @@ impl<E: Engine> Server<E> {
             return vec![Reply::message(self.publish(msg, channel).await)];
         }
         let reply = match MetaChannel::from_name(name) {
-            Some(MetaChannel::Handshake) => self.handshake(msg).await,
+            Some(MetaChannel::Handshake) => self.handshake(msg, ctx).await,
             Some(MetaChannel::Connect) => return self.connect(msg, ctx).await,
             Some(MetaChannel::Disconnect) => self.disconnect(msg).await,
             Some(MetaChannel::Subscribe) => self.subscribe(msg, true, ctx.is_trusted()).await,
@@ -146,7 +153,26 @@ impl<E: Engine> Server<E> {
         known
     }
 
-    async fn handshake(&self, msg: Message) -> Message {
+    /// Why a valid handshake is refused, and the advice that goes with it: faye-rs's
+    /// own bounds, checked after Faye's validation. The in-process client (a
+    /// trusted context) is not counted against them.
+    fn handshake_refusal(&self, ctx: &Context<'_, E>) -> Option<(&'static str, Value)> {
+        let opts = &self.shared.options;
+        let back_off =
+            json!({"reconnect": "handshake", "interval": opts.timeout.as_millis() as u64});
+        if ctx.is_trusted() {
+            return None;
+        }
+        if ctx.count_handshake() >= opts.max_handshakes_per_request {
+            return Some((TOO_MANY_HANDSHAKES, back_off));
+        }
+        if self.shared.registry.clients() >= opts.max_clients {
+            return Some((TOO_MANY_CLIENTS, back_off));
+        }
+        None
+    }
+
+    async fn handshake(&self, msg: Message, ctx: &Context<'_, E>) -> Message {
         let mut reply = make_response(&msg);
         reply.version = Some(json!(BAYEUX_VERSION));
         reply.supported_connection_types = Some(json!(CONNECTION_TYPES));
@@ -167,6 +193,13 @@ impl<E: Engine> Server<E> {
                     reply.error = Some(BayeuxError::conntype_mismatch(js_string(types)).into());
                 }
             }
+        }
+        if reply.error.is_none()
+            && let Some((error, advice)) = self.handshake_refusal(ctx)
+        {
+            reply.error = Some(error.to_owned());
+            reply.advice = Some(advice);
+            return finish(reply);
         }
         if reply.error.is_none() {
             match self.engine().create_client().await {

@@ -27,6 +27,11 @@ async fn send(
     serde_json::from_slice(&encode_batch(&replies)).unwrap()
 }
 
+/// One request from a remote client (each request has its own context).
+async fn remote(server: &Server<MemoryEngine>, request: Value) -> Value {
+    send(server, &Context::remote(Default::default()), request).await
+}
+
 async fn handshake(server: &Server<MemoryEngine>) -> String {
     let ctx = Context::remote(Default::default());
     let reply = send(server, &ctx, json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]})).await;
@@ -91,4 +96,63 @@ async fn moving_a_socket_between_clients_does_not_pile_up_held_connects() {
         }
     }
     assert_eq!(held, 1);
+}
+
+fn handshake_message() -> Value {
+    json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]})
+}
+
+#[tokio::test]
+async fn one_request_creates_at_most_one_client() {
+    let server = server();
+    let reply =
+        remote(&server, json!([handshake_message(), handshake_message(), handshake_message()]))
+            .await;
+    let replies = reply.as_array().unwrap();
+    assert_eq!(replies.len(), 3);
+    let created: Vec<_> = replies.iter().filter(|r| r["successful"] == true).collect();
+    assert_eq!(created.len(), 1, "{reply}");
+    assert!(created[0]["clientId"].is_string());
+    for refused in replies.iter().filter(|r| r["successful"] != true) {
+        assert_eq!(refused["error"], "400::Too many handshakes in one request");
+        assert_eq!(refused["advice"], json!({"reconnect":"handshake","interval":10_000}));
+        assert!(refused.get("clientId").is_none(), "{refused}");
+    }
+    // The cap is per request: the next one gets its client.
+    let reply = remote(&server, handshake_message()).await;
+    assert_eq!(reply[0]["successful"], true, "{reply}");
+}
+
+#[tokio::test]
+async fn the_handshake_cap_per_request_is_configurable() {
+    let server = Server::new(
+        MemoryEngine::new(),
+        ServerOptions::default().timeout(T).max_handshakes_per_request(3),
+    );
+    let batch = json!([handshake_message(), handshake_message(), handshake_message()]);
+    let reply = remote(&server, batch).await;
+    assert!(reply.as_array().unwrap().iter().all(|r| r["successful"] == true), "{reply}");
+}
+
+#[tokio::test]
+async fn past_max_clients_handshakes_are_refused_until_a_client_leaves() {
+    let server =
+        Server::new(MemoryEngine::new(), ServerOptions::default().timeout(T).max_clients(2));
+    let first = remote(&server, handshake_message()).await;
+    let id = first[0]["clientId"].as_str().unwrap().to_owned();
+    remote(&server, handshake_message()).await;
+    let refused = remote(&server, handshake_message()).await;
+    assert_eq!(
+        refused,
+        json!([{"channel":"/meta/handshake","successful":false,"error":"503::Too many clients",
+            "version":"1.0","supportedConnectionTypes":["long-polling","cross-origin-long-polling","callback-polling","websocket","eventsource","in-process"],
+            "advice":{"reconnect":"handshake","interval":10_000}}])
+    );
+    // The in-process client is the application's own: never refused.
+    let local = server.client().await.expect("the in-process client");
+    let disconnect = json!({"channel":"/meta/disconnect","clientId":id});
+    assert_eq!(remote(&server, disconnect).await[0]["successful"], true);
+    local.disconnect().await.unwrap();
+    let reply = remote(&server, handshake_message()).await;
+    assert_eq!(reply[0]["successful"], true, "{reply}");
 }
