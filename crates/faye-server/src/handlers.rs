@@ -30,6 +30,13 @@ fn make_response(msg: &Message) -> Message {
 /// message that says which bound.
 const TOO_MANY_HANDSHAKES: &str = "400::Too many handshakes in one request";
 
+/// After shutdown began. Faye has no such state; 503 is HTTP's "come back later".
+const SHUTTING_DOWN: &str = "503::Server shutting down";
+
+/// How soon a client refused during shutdown should try again: the server is going
+/// away within seconds, and whatever replaces it may already be up.
+const SHUTDOWN_RETRY_MS: u64 = 1000;
+
 /// Past `max_clients`. Faye has no code for a full server; 503 is HTTP's.
 const TOO_MANY_CLIENTS: &str = "503::Too many clients";
 
@@ -158,6 +165,10 @@ impl<E: Engine> Server<E> {
     /// trusted context) is not counted against them.
     fn handshake_refusal(&self, ctx: &Context<'_, E>) -> Option<(&'static str, Value)> {
         let opts = &self.shared.options;
+        if self.is_shutting_down() {
+            let retry = json!({"reconnect": "handshake", "interval": SHUTDOWN_RETRY_MS});
+            return Some((SHUTTING_DOWN, retry));
+        }
         let back_off =
             json!({"reconnect": "handshake", "interval": opts.timeout.as_millis() as u64});
         if ctx.is_trusted() {
@@ -216,6 +227,14 @@ impl<E: Engine> Server<E> {
 
     async fn connect(&self, msg: Message, ctx: &Context<'_, E>) -> Vec<Reply> {
         let mut reply = make_response(&msg);
+        if self.is_shutting_down() {
+            // Not `handshake`: with a shared engine the session outlives this server;
+            // if it did not, the next connect (elsewhere) gets 401 and says so. The
+            // engine is not asked, as it may have stopped.
+            reply.error = Some(SHUTTING_DOWN.to_owned());
+            reply.advice = Some(json!({"reconnect": "retry", "interval": SHUTDOWN_RETRY_MS}));
+            return vec![Reply::message(finish(reply))];
+        }
         let client = self.check_client(&msg, &mut reply).await;
         let connection_type = msg.connection_type.as_deref();
         if !connection_type.is_some_and(|t| CONNECTION_TYPES.contains(&t)) {

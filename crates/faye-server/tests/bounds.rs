@@ -156,3 +156,32 @@ async fn past_max_clients_handshakes_are_refused_until_a_client_leaves() {
     let reply = remote(&server, handshake_message()).await;
     assert_eq!(reply[0]["successful"], true, "{reply}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_shutdown_begins_handshakes_and_connects_are_refused_at_once() {
+    let server = server();
+    let id = handshake(&server).await;
+    server.shutdown().await;
+    let start = Instant::now();
+    let reply = remote(&server, handshake_message()).await;
+    assert_eq!(reply[0]["successful"], false, "{reply}");
+    assert_eq!(reply[0]["error"], "503::Server shutting down");
+    assert_eq!(reply[0]["advice"], json!({"reconnect":"handshake","interval":1000}));
+    assert!(reply[0].get("clientId").is_none());
+
+    let reply = remote(
+        &server,
+        json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}),
+    )
+    .await;
+    assert_eq!(
+        reply,
+        json!([{"channel":"/meta/connect","clientId":id,"successful":false,"error":"503::Server shutting down",
+            "advice":{"reconnect":"retry","interval":1000}}])
+    );
+    let socket = server.socket(RequestInfo::default());
+    let reply = over_socket(&server, &socket, connect(&id)).await;
+    assert_eq!(reply[0]["error"], "503::Server shutting down");
+    assert_eq!(socket.client_id(), None, "a refused connect binds nothing");
+    assert!(start.elapsed().is_zero(), "nothing was held");
+}
