@@ -165,18 +165,19 @@ async fn run<E, S>(
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval
     });
-    // Set once the bound session ends or the server shuts down: replies still
-    // pending are sent, then the socket is closed.
-    let mut closing = false;
+    // Set once the bound session ends, the server shuts down or no client was bound
+    // for the timeout: replies still pending are sent, then the socket is closed
+    // with this frame.
+    let mut closing: Option<CloseFrame> = None;
     // Kept across loop turns: once the engine hands over messages they must be sent,
     // so this future is never dropped half-way.
     let mut push = std::pin::pin!(socket.next_push());
     let close: Option<CloseFrame> = loop {
-        if closing && pending.is_empty() {
-            break Some(CloseFrame { code: CloseCode::Normal, reason: "".into() });
+        if closing.is_some() && pending.is_empty() {
+            break closing;
         }
         let out = tokio::select! {
-            frame = stream.next(), if !closing && pending.len() < MAX_PENDING_REPLIES => match frame {
+            frame = stream.next(), if closing.is_none() && pending.len() < MAX_PENDING_REPLIES => match frame {
                 Some(Ok(WsMessage::Text(text))) => {
                     match decode_batch(text.as_bytes()) {
                         Ok(batch) if batch.len() > max_batch => {
@@ -205,12 +206,17 @@ async fn run<E, S>(
                 }
             },
             Some(reply) = pending.next() => Some(text_frame(reply, deflate)),
-            next = &mut push, if !closing => {
+            next = &mut push, if closing.is_none() => {
                 push.set(socket.next_push());
                 match next {
                     Push::Messages(messages) => Some(push_frame(&messages, deflate)),
                     Push::Closed => {
-                        closing = true;
+                        closing = Some(CloseFrame { code: CloseCode::Normal, reason: "".into() });
+                        None
+                    }
+                    Push::Unbound => {
+                        let reason = "no client bound within the timeout";
+                        closing = Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });
                         None
                     }
                 }

@@ -10,10 +10,12 @@ use faye_engine::MemoryEngine;
 use faye_http::{FayeOptions, FayeService};
 use faye_protocol::Message;
 use faye_server::{BoxFuture, Extension, RequestInfo, Server, ServerOptions};
-use faye_testkit::ws::Ws;
+use faye_testkit::http::{HttpConn, Request, fetch};
+use faye_testkit::ws::{Ws, WsEvent};
 use faye_testkit::{QUICK, within};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// A server whose timeout is `timeout`; returns its address and service.
 async fn start(timeout: Duration) -> (SocketAddr, FayeService<MemoryEngine>) {
@@ -104,4 +106,79 @@ async fn a_websocket_stops_being_read_while_too_many_replies_are_pending() {
         assert_eq!(reply[0]["successful"], true, "{reply}");
     }
     assert_eq!(stall.seen.load(Ordering::SeqCst), SENT);
+}
+
+async fn expect_policy_close(ws: &mut Ws) {
+    match ws.next_event(QUICK).await {
+        Some(WsEvent::Close(Some(frame))) => {
+            assert_eq!(frame.code, CloseCode::Policy);
+            assert_eq!(frame.reason.as_str(), "no client bound within the timeout");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_that_never_binds_a_client_is_closed_after_the_timeout() {
+    let (addr, _faye) = start(Duration::from_secs(1)).await;
+    let mut silent = Ws::connect(&ws_url(addr)).await;
+    // A handshake alone binds nothing: only a connect does.
+    let mut handshaken = Ws::connect(&ws_url(addr)).await;
+    ws_handshake(&mut handshaken).await;
+    expect_policy_close(&mut silent).await;
+    expect_policy_close(&mut handshaken).await;
+}
+
+#[tokio::test]
+async fn a_connected_websocket_stays_open_past_the_timeout() {
+    let (addr, _faye) = start(Duration::from_secs(1)).await;
+    let mut ws = Ws::connect(&ws_url(addr)).await;
+    let id = ws_handshake(&mut ws).await;
+    // A well-behaved client: each held connect is answered after the timeout and
+    // the next one sent.
+    for _ in 0..3 {
+        let reply = ws.call(&connect(&id)).await;
+        assert_eq!(reply[0]["successful"], true, "{reply}");
+    }
+}
+
+async fn event_stream(addr: SocketAddr, id: &str) -> HttpConn {
+    let mut conn = HttpConn::connect(addr).await.unwrap();
+    let request = Request::get(&format!("/bayeux/{id}"))
+        .header("Accept", "text/event-stream")
+        .header("Connection", "close");
+    conn.send(&request).await.unwrap();
+    let head = within(QUICK, "the stream's head", conn.read_head()).await.unwrap();
+    assert_eq!(head.status, 200, "{head:?}");
+    let first = within(QUICK, "the first chunk", conn.read_chunk()).await.unwrap();
+    assert_eq!(first.as_deref(), Some(&b"retry: 5000\r\n\r\n"[..]));
+    conn
+}
+
+#[tokio::test]
+async fn an_event_stream_whose_client_moved_away_ends_after_the_timeout() {
+    let (addr, _faye) = start(Duration::from_secs(1)).await;
+    let handshake = fetch(
+        addr,
+        &Request::post("/bayeux").header("Content-Type", "application/json").json(
+            &json!([{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["eventsource"]}]),
+        ),
+    )
+    .await
+    .unwrap();
+    let id = handshake.json()[0]["clientId"].as_str().unwrap().to_owned();
+    let mut orphan = event_stream(addr, &id).await;
+    // The browser reopened its stream: the new one takes the client's deliveries.
+    let _current = event_stream(addr, &id).await;
+    let ended = within(QUICK, "the orphaned stream to end", async {
+        loop {
+            match orphan.read_chunk().await {
+                Ok(Some(_keepalive)) => {}
+                Ok(None) => break true,
+                Err(_) => break false,
+            }
+        }
+    })
+    .await;
+    assert!(ended, "the stream ends with its last chunk");
 }

@@ -19,6 +19,10 @@ pub enum Push {
     /// The bound client's session ended or the server is shutting down: send any
     /// replies still pending, then close the socket.
     Closed,
+    /// No client has been bound to the socket for the server's timeout (it never
+    /// sent a valid `/meta/connect`, or its client moved to another socket): close
+    /// it, as it serves no one and keeps its request's headers.
+    Unbound,
 }
 
 /// The server side of one persistent socket.
@@ -135,12 +139,14 @@ impl<E: Engine> Socket<E> {
     /// than dropping it (keep it across `select!` turns).
     pub async fn next_push(&self) -> Push {
         let shutdown = &self.server.shared.registry.shutdown;
+        let timeout = self.server.shared.options.timeout;
         loop {
             let current = self.binding().clone();
             let Some((client, conn)) = current else {
                 tokio::select! {
                     _ = self.rebound.notified() => continue,
                     _ = shutdown.cancelled() => return Push::Closed,
+                    _ = tokio::time::sleep(timeout) => return Push::Unbound,
                 }
             };
             tokio::select! {
@@ -171,6 +177,17 @@ impl<E: Engine> Socket<E> {
                     }
                 }
                 _ = self.rebound.notified() => {}
+                // A binding made after shutdown began is never ended by it.
+                _ = shutdown.cancelled() => return Push::Closed,
+                // The client's end normally arrives as an engine event; one that never
+                // does (the client was destroyed between `attach` finding it and the
+                // binding, or by another server sharing the engine) would leave the
+                // socket open forever, so a quiet socket checks.
+                _ = tokio::time::sleep(timeout) => {
+                    if let Ok(false) = self.server.engine().client_exists(&client).await {
+                        return Push::Closed;
+                    }
+                }
             }
         }
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use faye_engine::MemoryEngine;
 use faye_protocol::{decode_batch, encode_batch};
-use faye_server::{Context, RequestInfo, Server, ServerOptions, Socket};
+use faye_server::{Context, Push, RequestInfo, Server, ServerOptions, Socket};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::{Value, json};
@@ -184,4 +184,24 @@ async fn after_shutdown_begins_handshakes_and_connects_are_refused_at_once() {
     assert_eq!(reply[0]["error"], "503::Server shutting down");
     assert_eq!(socket.client_id(), None, "a refused connect binds nothing");
     assert!(start.elapsed().is_zero(), "nothing was held");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_with_no_client_for_the_timeout_is_told_to_close() {
+    let server = server();
+    let never_bound = server.socket(RequestInfo::default());
+    let start = Instant::now();
+    assert!(matches!(never_bound.next_push().await, Push::Unbound));
+    assert_eq!(start.elapsed(), T);
+
+    // An EventSource stream whose client was taken over by a newer stream.
+    let id = handshake(&server).await;
+    let old = server.socket(RequestInfo { transport: "eventsource", ..Default::default() });
+    assert!(old.attach(&id).await);
+    let new = server.socket(RequestInfo { transport: "eventsource", ..Default::default() });
+    assert!(new.attach(&id).await);
+    let start = Instant::now();
+    assert!(matches!(old.next_push().await, Push::Unbound));
+    assert_eq!(start.elapsed(), T);
+    assert_eq!(old.client_id(), None);
 }
