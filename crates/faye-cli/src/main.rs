@@ -77,7 +77,15 @@ struct ServeArgs {
     websocket_deflate: bool,
 }
 
+/// The longest `--timeout` or `--ping`: a day. Far longer ones overflow the clock
+/// (a client expires 2 × timeout after its last connect), and browsers' timers
+/// cannot wait past 24.8 days anyway.
+const MAX_SECONDS: f64 = 86_400.0;
+
 fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
+    if value > MAX_SECONDS {
+        anyhow::bail!("--{what} must be at most {MAX_SECONDS} seconds (one day), not {value}");
+    }
     Duration::try_from_secs_f64(value)
         .with_context(|| format!("--{what} must be a positive number of seconds"))
 }

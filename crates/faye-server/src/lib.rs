@@ -76,8 +76,10 @@ impl Default for ServerOptions {
 impl ServerOptions {
     /// How long a `/meta/connect` is held when there is nothing to deliver (Faye's
     /// `timeout`, default 60 s). Clients expire after twice this without a connect.
-    /// Zero means the default, as in Faye.
+    /// Zero means the default, as in Faye. More than a day is taken as a day: far
+    /// longer ones overflow the clock when expiries are computed.
     pub fn timeout(mut self, timeout: Duration) -> Self {
+        let timeout = timeout.min(Duration::from_secs(86_400));
         self.timeout = if timeout.is_zero() { Duration::from_secs(60) } else { timeout };
         self
     }
