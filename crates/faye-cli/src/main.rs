@@ -65,6 +65,14 @@ struct ServeArgs {
     /// Most bytes of messages queued for one client; past it, as past --max-queue.
     #[arg(long, env = "FAYE_MAX_QUEUE_BYTES", default_value_t = 16 << 20)]
     max_queue_bytes: usize,
+    /// Most live clients (sessions); past it handshakes are refused with
+    /// `503::Too many clients`.
+    #[arg(long, env = "FAYE_MAX_CLIENTS", default_value_t = 100_000)]
+    max_clients: usize,
+    /// Most clients one request or WebSocket frame may create (Faye's clients send
+    /// one handshake per request).
+    #[arg(long, env = "FAYE_MAX_HANDSHAKES_PER_REQUEST", default_value_t = 1)]
+    max_handshakes_per_request: usize,
     /// Most messages in one request.
     #[arg(long, env = "FAYE_MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
@@ -78,7 +86,15 @@ struct ServeArgs {
     websocket_deflate: bool,
 }
 
+/// The longest `--timeout` or `--ping`: a day. Far longer ones overflow the clock
+/// (a client expires 2 × timeout after its last connect), and browsers' timers
+/// cannot wait past 24.8 days anyway.
+const MAX_SECONDS: f64 = 86_400.0;
+
 fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
+    if value > MAX_SECONDS {
+        anyhow::bail!("--{what} must be at most {MAX_SECONDS} seconds (one day), not {value}");
+    }
     Duration::try_from_secs_f64(value)
         .with_context(|| format!("--{what} must be a positive number of seconds"))
 }
@@ -106,7 +122,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .order_wait(seconds(args.order_wait, "order-wait")?)
         .max_subscriptions_per_client(args.max_subscriptions)
         .max_queue_per_client(args.max_queue)
-        .max_queue_bytes_per_client(args.max_queue_bytes);
+        .max_queue_bytes_per_client(args.max_queue_bytes)
+        .max_clients(args.max_clients)
+        .max_handshakes_per_request(args.max_handshakes_per_request);
     let server = Server::new(MemoryEngine::new(), server_options);
     let mut options = FayeOptions::default()
         .mount(args.mount)

@@ -89,7 +89,7 @@ async fn pump<E: Engine>(socket: Socket<E>, tx: mpsc::Sender<Bytes>, ping: Durat
                 push.set(socket.next_push());
                 match next {
                     Push::Messages(messages) => event(&messages),
-                    Push::Closed => return,
+                    Push::Closed | Push::Unbound => return,
                 }
             }
             _ = keepalive.tick() => Bytes::from_static(b":\r\n\r\n"),

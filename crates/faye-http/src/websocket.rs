@@ -134,6 +134,12 @@ fn message(json: Bytes, compressed: Option<Bytes>) -> WsMessage {
     WsMessage::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
 }
 
+/// Most frames whose replies one socket may have pending. Past it the socket's
+/// frames are not read until replies drain, so a client that sends faster than its
+/// batches complete is slowed down (TCP back-pressure) rather than growing the
+/// server. A well-behaved client has one held connect and a few batches in flight.
+const MAX_PENDING_REPLIES: usize = 16;
+
 /// The next ping time, or never when pings are off.
 async fn tick(ping: &mut Option<tokio::time::Interval>) {
     match ping {
@@ -164,18 +170,19 @@ async fn run<E, S>(
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval
     });
-    // Set once the bound session ends or the server shuts down: replies still
-    // pending are sent, then the socket is closed.
-    let mut closing = false;
+    // Set once the bound session ends, the server shuts down or no client was bound
+    // for the timeout: replies still pending are sent, then the socket is closed
+    // with this frame.
+    let mut closing: Option<CloseFrame> = None;
     // Kept across loop turns: once the engine hands over messages they must be sent,
     // so this future is never dropped half-way.
     let mut push = std::pin::pin!(socket.next_push());
     let close: Option<CloseFrame> = loop {
-        if closing && pending.is_empty() {
-            break Some(CloseFrame { code: CloseCode::Normal, reason: "".into() });
+        if closing.is_some() && pending.is_empty() {
+            break closing;
         }
         let out = tokio::select! {
-            frame = stream.next(), if !closing => match frame {
+            frame = stream.next(), if closing.is_none() && pending.len() < MAX_PENDING_REPLIES => match frame {
                 // Faye reads a binary frame's bytes as it reads text.
                 Some(Ok(frame @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
                     let text = frame.into_data();
@@ -206,12 +213,17 @@ async fn run<E, S>(
                 }
             },
             Some(reply) = pending.next() => Some(text_frame(reply, deflate)),
-            next = &mut push, if !closing => {
+            next = &mut push, if closing.is_none() => {
                 push.set(socket.next_push());
                 match next {
                     Push::Messages(messages) => Some(push_frame(&messages, deflate)),
                     Push::Closed => {
-                        closing = true;
+                        closing = Some(CloseFrame { code: CloseCode::Normal, reason: "".into() });
+                        None
+                    }
+                    Push::Unbound => {
+                        let reason = "no client bound within the timeout";
+                        closing = Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });
                         None
                     }
                 }

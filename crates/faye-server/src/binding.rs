@@ -4,6 +4,7 @@
 //! The engine tells the [`Registry`] that a client has mail; the registry wakes that
 //! client's binding, which drains the engine queue into one reply or one frame.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use faye_engine::{ClientId, EngineEvent, EngineListener};
@@ -61,6 +62,8 @@ pub(crate) struct Registry {
     pub(crate) monitors: CowList<Listener>,
     /// Each client's messages applied in the order it sent them.
     pub(crate) order: Sequencer,
+    /// Live clients, as the engine's handshake and disconnect events count them.
+    clients: AtomicUsize,
 }
 
 impl Registry {
@@ -81,6 +84,11 @@ impl Registry {
     /// Removes the binding if it is still `binding` (a newer one may have replaced it).
     pub(crate) fn unbind(&self, client: &ClientId, binding: &Arc<Binding>) {
         let _ = self.bindings.pin().remove_if(client, |_, cur| Arc::ptr_eq(cur, binding));
+    }
+
+    /// How many clients are alive.
+    pub(crate) fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
     }
 
     /// Calls the monitoring listeners; the event is built only if there are any.
@@ -118,6 +126,17 @@ impl EngineListener for Registry {
             EngineEvent::Close(client) => Some(client),
             _ => None,
         };
+        match event {
+            EngineEvent::Handshake(_) => {
+                self.clients.fetch_add(1, Ordering::Relaxed);
+            }
+            EngineEvent::Disconnect(_) => {
+                let _ = self.clients.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+            }
+            _ => {}
+        }
         if let Some(event) = Event::from_engine(event) {
             self.emit(|| event);
         }

@@ -67,6 +67,15 @@ fn lock(l: &Listeners) -> MutexGuard<'_, HashMap<String, Vec<mpsc::Sender<Receiv
     l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Forgets the senders of dropped [`Subscription`]s, each of which would otherwise
+/// keep its channel's buffer for the life of the client. A channel left with none
+/// stays subscribed on the server until [`LocalClient::unsubscribe`].
+fn prune(map: &mut HashMap<String, Vec<mpsc::Sender<ReceivedMessage>>>) {
+    for senders in map.values_mut() {
+        senders.retain(|tx| !tx.is_closed());
+    }
+}
+
 /// A client inside the server process. It goes through the server's extensions
 /// like any client, but with no request, so it may also subscribe to `/meta/**`
 /// and `/service/**` (to serve what remote clients publish there).
@@ -156,9 +165,13 @@ async fn pump<E: Engine>(socket: Arc<Socket<E>>, listeners: Listeners) {
                 let map = lock(&listeners);
                 channel.expand().iter().filter_map(|key| map.get(key)).flatten().cloned().collect()
             };
+            let mut dropped = false;
             for tx in targets {
                 let received = ReceivedMessage { channel: name.clone(), data: data.clone() };
-                let _ = tx.send(received).await;
+                dropped |= tx.send(received).await.is_err();
+            }
+            if dropped {
+                prune(&mut lock(&listeners));
             }
         }
     }
@@ -180,7 +193,9 @@ impl<E: Engine> LocalClient<E> {
         if first {
             request(&self.server, self.message("/meta/subscribe", Some(channel))).await?;
         }
-        lock(&self.listeners).entry(channel.to_owned()).or_default().push(tx);
+        let mut listeners = lock(&self.listeners);
+        prune(&mut listeners);
+        listeners.entry(channel.to_owned()).or_default().push(tx);
         Ok(Subscription { rx })
     }
 
@@ -226,5 +241,38 @@ impl<E: Engine> Drop for LocalClient<E> {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use faye_engine::MemoryEngine;
+
+    use super::*;
+
+    fn senders(client: &LocalClient<MemoryEngine>, channel: &str) -> usize {
+        lock(&client.listeners).get(channel).map_or(0, Vec::len)
+    }
+
+    #[tokio::test]
+    async fn dropped_subscriptions_are_forgotten() {
+        let server = Server::new(MemoryEngine::new(), Default::default());
+        let client = server.client().await.unwrap();
+        for _ in 0..100 {
+            drop(client.subscribe("/a").await.unwrap());
+        }
+        assert!(senders(&client, "/a") <= 1, "{} senders kept", senders(&client, "/a"));
+
+        // Delivery forgets them too, without a new subscription.
+        let dropped = client.subscribe("/b").await.unwrap();
+        let mut kept = client.subscribe("/*").await.unwrap();
+        drop(dropped);
+        client.publish("/b", &1).await.unwrap();
+        assert_eq!(kept.recv().await.unwrap().channel, "/b");
+        // Delivered after the first one was handed out and the senders pruned.
+        client.publish("/c", &2).await.unwrap();
+        assert_eq!(kept.recv().await.unwrap().channel, "/c");
+        assert_eq!(senders(&client, "/b"), 0);
+        assert_eq!(senders(&client, "/*"), 1);
     }
 }

@@ -9,6 +9,7 @@ use faye_protocol::{
     is_truthy, js_string,
 };
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::binding::{Binding, BindingGuard};
 use crate::extension::{Stage, pipe};
@@ -24,6 +25,20 @@ fn make_response(msg: &Message) -> Message {
         ..Message::default()
     }
 }
+
+/// Past `max_handshakes_per_request`. Faye's `400` (`Bad request`) code, with a
+/// message that says which bound.
+const TOO_MANY_HANDSHAKES: &str = "400::Too many handshakes in one request";
+
+/// After shutdown began. Faye has no such state; 503 is HTTP's "come back later".
+const SHUTTING_DOWN: &str = "503::Server shutting down";
+
+/// How soon a client refused during shutdown should try again: the server is going
+/// away within seconds, and whatever replaces it may already be up.
+const SHUTDOWN_RETRY_MS: u64 = 1000;
+
+/// Past `max_clients`. Faye has no code for a full server; 503 is HTTP's.
+const TOO_MANY_CLIENTS: &str = "503::Too many clients";
 
 fn finish(mut reply: Message) -> Message {
     reply.successful = Some(reply.error.is_none());
@@ -75,7 +90,7 @@ impl<E: Engine> Server<E> {
             return vec![Reply::message(self.publish(msg, channel).await)];
         }
         let reply = match MetaChannel::from_name(name) {
-            Some(MetaChannel::Handshake) => self.handshake(msg).await,
+            Some(MetaChannel::Handshake) => self.handshake(msg, ctx).await,
             Some(MetaChannel::Connect) => return self.connect(msg, ctx).await,
             Some(MetaChannel::Disconnect) => self.disconnect(msg).await,
             Some(MetaChannel::Subscribe) => self.subscribe(msg, true, ctx.is_trusted()).await,
@@ -145,7 +160,30 @@ impl<E: Engine> Server<E> {
         known
     }
 
-    async fn handshake(&self, msg: Message) -> Message {
+    /// Why a valid handshake is refused, and the advice that goes with it: faye-rs's
+    /// own bounds, checked after Faye's validation. The in-process client (a
+    /// trusted context) is not counted against them.
+    fn handshake_refusal(&self, ctx: &Context<'_, E>) -> Option<(&'static str, Value)> {
+        let opts = &self.shared.options;
+        if self.is_shutting_down() {
+            let retry = json!({"reconnect": "handshake", "interval": SHUTDOWN_RETRY_MS});
+            return Some((SHUTTING_DOWN, retry));
+        }
+        let back_off =
+            json!({"reconnect": "handshake", "interval": opts.timeout.as_millis() as u64});
+        if ctx.is_trusted() {
+            return None;
+        }
+        if ctx.count_handshake() >= opts.max_handshakes_per_request {
+            return Some((TOO_MANY_HANDSHAKES, back_off));
+        }
+        if self.shared.registry.clients() >= opts.max_clients {
+            return Some((TOO_MANY_CLIENTS, back_off));
+        }
+        None
+    }
+
+    async fn handshake(&self, msg: Message, ctx: &Context<'_, E>) -> Message {
         let mut reply = make_response(&msg);
         reply.version = Some(json!(BAYEUX_VERSION));
         reply.supported_connection_types = Some(json!(CONNECTION_TYPES));
@@ -167,6 +205,13 @@ impl<E: Engine> Server<E> {
                 }
             }
         }
+        if reply.error.is_none()
+            && let Some((error, advice)) = self.handshake_refusal(ctx)
+        {
+            reply.error = Some(error.to_owned());
+            reply.advice = Some(advice);
+            return finish(reply);
+        }
         if reply.error.is_none() {
             match self.engine().create_client().await {
                 Ok(id) => {
@@ -185,6 +230,14 @@ impl<E: Engine> Server<E> {
 
     async fn connect(&self, msg: Message, ctx: &Context<'_, E>) -> Vec<Reply> {
         let mut reply = make_response(&msg);
+        if self.is_shutting_down() {
+            // Not `handshake`: with a shared engine the session outlives this server;
+            // if it did not, the next connect (elsewhere) gets 401 and says so. The
+            // engine is not asked, as it may have stopped.
+            reply.error = Some(SHUTTING_DOWN.to_owned());
+            reply.advice = Some(json!({"reconnect": "retry", "interval": SHUTDOWN_RETRY_MS}));
+            return vec![Reply::message(finish(reply))];
+        }
         let client = self.check_client(&msg, &mut reply).await;
         let connection_type = msg.connection_type.as_deref();
         if !connection_type.is_some_and(|t| CONNECTION_TYPES.contains(&t)) {
@@ -210,7 +263,8 @@ impl<E: Engine> Server<E> {
         let mut replies = match ctx.socket {
             Some(socket) => {
                 let binding = socket.bind(client);
-                self.hold(&binding, hold).await;
+                let superseded = socket.hold_next();
+                self.hold(&binding, &superseded, hold).await;
                 Vec::new()
             }
             // The client has a live socket (an EventSource stream, or a WebSocket):
@@ -243,11 +297,13 @@ impl<E: Engine> Server<E> {
     }
 
     /// Holds a connect on a socket: deliveries are pushed meanwhile, so the reply is
-    /// a heartbeat sent after `hold`, or at once when the binding ends.
-    async fn hold(&self, binding: &Binding, hold: Duration) {
+    /// a heartbeat sent after `hold`, or at once when the binding ends or a newer
+    /// connect on the socket supersedes this one.
+    async fn hold(&self, binding: &Binding, superseded: &CancellationToken, hold: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(hold) => {}
             _ = binding.ended.cancelled() => {}
+            _ = superseded.cancelled() => {}
         }
     }
 

@@ -20,6 +20,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,6 +58,8 @@ pub struct ServerOptions {
     max_channel_length: usize,
     max_channel_segments: usize,
     order_wait: Duration,
+    max_clients: usize,
+    max_handshakes_per_request: usize,
 }
 
 impl Default for ServerOptions {
@@ -68,6 +71,8 @@ impl Default for ServerOptions {
             max_channel_length: 1024,
             max_channel_segments: 64,
             order_wait: Duration::from_millis(500),
+            max_clients: 100_000,
+            max_handshakes_per_request: 1,
         }
     }
 }
@@ -75,8 +80,10 @@ impl Default for ServerOptions {
 impl ServerOptions {
     /// How long a `/meta/connect` is held when there is nothing to deliver (Faye's
     /// `timeout`, default 60 s). Clients expire after twice this without a connect.
-    /// Zero means the default, as in Faye.
+    /// Zero means the default, as in Faye. More than a day is taken as a day: far
+    /// longer ones overflow the clock when expiries are computed.
     pub fn timeout(mut self, timeout: Duration) -> Self {
+        let timeout = timeout.min(Duration::from_secs(86_400));
         self.timeout = if timeout.is_zero() { Duration::from_secs(60) } else { timeout };
         self
     }
@@ -139,6 +146,27 @@ impl ServerOptions {
         self
     }
 
+    /// Most live clients (sessions) on the server (default 100 000; Faye has no
+    /// limit). Each costs memory and a timer for 2 × timeout after its last
+    /// connect, so without a bound a handshake loop grows the server until it
+    /// fails. Past it, a handshake is answered `503::Too many clients` with
+    /// `advice: {reconnect: "handshake", interval: <timeout>}`. The in-process
+    /// client ([`Server::client`]) is not refused.
+    pub fn max_clients(mut self, max: usize) -> Self {
+        self.max_clients = max;
+        self
+    }
+
+    /// Most clients one request (one HTTP request or WebSocket frame) may create
+    /// (default 1: Faye's and CometD's clients send a handshake on its own). Further
+    /// handshakes in the same request are answered
+    /// `400::Too many handshakes in one request` with
+    /// `advice: {reconnect: "handshake", interval: <timeout>}`.
+    pub fn max_handshakes_per_request(mut self, max: usize) -> Self {
+        self.max_handshakes_per_request = max;
+        self
+    }
+
     /// The configured timeout.
     pub fn get_timeout(&self) -> Duration {
         self.timeout
@@ -153,12 +181,19 @@ pub struct Context<'a, E: Engine> {
     socket: Option<&'a Socket<E>>,
     request: Option<Arc<RequestInfo>>,
     trusted: bool,
+    /// Clients created by this batch so far.
+    handshakes: AtomicUsize,
 }
 
 impl<'a, E: Engine> Context<'a, E> {
     /// A batch from a remote client, in an HTTP request.
     pub fn remote(request: Arc<RequestInfo>) -> Self {
-        Self { socket: None, request: Some(request), trusted: false }
+        Self {
+            socket: None,
+            request: Some(request),
+            trusted: false,
+            handshakes: AtomicUsize::new(0),
+        }
     }
 
     /// A batch that arrived on a persistent socket: a `/meta/connect` in it binds
@@ -169,17 +204,23 @@ impl<'a, E: Engine> Context<'a, E> {
             socket: Some(socket),
             request: socket.request().cloned(),
             trusted: socket.is_trusted(),
+            handshakes: AtomicUsize::new(0),
         }
     }
 
     /// A batch from inside the process (Faye's `request === null`), trusted: it may
     /// use `/meta/**` and `/service/**` channels that remote clients may not.
     pub fn trusted() -> Self {
-        Self { socket: None, request: None, trusted: true }
+        Self { socket: None, request: None, trusted: true, handshakes: AtomicUsize::new(0) }
     }
 
     pub(crate) fn is_trusted(&self) -> bool {
         self.trusted
+    }
+
+    /// Counts a client created by this batch; returns how many it created before.
+    pub(crate) fn count_handshake(&self) -> usize {
+        self.handshakes.fetch_add(1, Ordering::Relaxed)
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use faye_engine::{ClientId, EncodedMessage, Engine};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
 use crate::{RequestInfo, Server};
@@ -18,6 +19,10 @@ pub enum Push {
     /// The bound client's session ended or the server is shutting down: send any
     /// replies still pending, then close the socket.
     Closed,
+    /// No client has been bound to the socket for the server's timeout (it never
+    /// sent a valid `/meta/connect`, or its client moved to another socket): close
+    /// it, as it serves no one and keeps its request's headers.
+    Unbound,
 }
 
 /// The server side of one persistent socket.
@@ -32,6 +37,8 @@ pub struct Socket<E: Engine> {
     trusted: bool,
     binding: Mutex<Option<(ClientId, Arc<Binding>)>>,
     rebound: Notify,
+    /// The connect held on this socket, cancelled when a newer one replaces it.
+    held: Mutex<CancellationToken>,
 }
 
 impl<E: Engine> Socket<E> {
@@ -46,7 +53,14 @@ impl<E: Engine> Socket<E> {
     }
 
     fn new(server: Server<E>, request: Option<Arc<RequestInfo>>, trusted: bool) -> Self {
-        Self { server, request, trusted, binding: Mutex::new(None), rebound: Notify::new() }
+        Self {
+            server,
+            request,
+            trusted,
+            binding: Mutex::new(None),
+            rebound: Notify::new(),
+            held: Mutex::new(CancellationToken::new()),
+        }
     }
 
     /// The request that opened the socket (`None` for a trusted socket).
@@ -83,6 +97,19 @@ impl<E: Engine> Socket<E> {
         conn
     }
 
+    /// Starts holding a connect on this socket and answers the one held before it:
+    /// every held connect is a future alive for the whole timeout, so a socket
+    /// sending connects in a loop would otherwise pile them up without bound. A
+    /// socket carries one client at a time, so this is also one per client, as for
+    /// HTTP (see `Registry::bind`). The returned token is cancelled when the next
+    /// connect on the socket supersedes this one.
+    pub(crate) fn hold_next(&self) -> CancellationToken {
+        let next = CancellationToken::new();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *held, next.clone()).cancel();
+        next
+    }
+
     /// Binds the socket to `client` if the client exists (EventSource, whose URL
     /// names the client). Returns whether it was bound.
     pub async fn attach(&self, client: &str) -> bool {
@@ -112,12 +139,14 @@ impl<E: Engine> Socket<E> {
     /// than dropping it (keep it across `select!` turns).
     pub async fn next_push(&self) -> Push {
         let shutdown = &self.server.shared.registry.shutdown;
+        let timeout = self.server.shared.options.timeout;
         loop {
             let current = self.binding().clone();
             let Some((client, conn)) = current else {
                 tokio::select! {
                     _ = self.rebound.notified() => continue,
                     _ = shutdown.cancelled() => return Push::Closed,
+                    _ = tokio::time::sleep(timeout) => return Push::Unbound,
                 }
             };
             tokio::select! {
@@ -148,6 +177,17 @@ impl<E: Engine> Socket<E> {
                     }
                 }
                 _ = self.rebound.notified() => {}
+                // A binding made after shutdown began is never ended by it.
+                _ = shutdown.cancelled() => return Push::Closed,
+                // The client's end normally arrives as an engine event; one that never
+                // does (the client was destroyed between `attach` finding it and the
+                // binding, or by another server sharing the engine) would leave the
+                // socket open forever, so a quiet socket checks.
+                _ = tokio::time::sleep(timeout) => {
+                    if let Ok(false) = self.server.engine().client_exists(&client).await {
+                        return Push::Closed;
+                    }
+                }
             }
         }
     }
