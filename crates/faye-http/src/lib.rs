@@ -43,6 +43,7 @@ mod layer;
 mod long_poll;
 mod serve;
 mod websocket;
+mod write_timeout;
 
 pub use layer::{Attached, FayeLayer};
 pub use serve::serve;
@@ -76,6 +77,8 @@ pub struct FayeOptions {
     ping: Option<Duration>,
     header_timeout: Duration,
     body_timeout: Duration,
+    write_timeout: Duration,
+    http2: bool,
     allowed_origins: Option<Vec<String>>,
     client_script: Option<assets::ClientScript>,
     websocket_deflate: bool,
@@ -90,6 +93,8 @@ impl Default for FayeOptions {
             ping: None,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            http2: false,
             allowed_origins: None,
             client_script: None,
             websocket_deflate: false,
@@ -135,6 +140,26 @@ impl FayeOptions {
         self
     }
 
+    /// How long [`serve`] lets a write wait for a peer that reads nothing (default
+    /// 30 s; Faye has no limit). Past it the connection is closed: a WebSocket, an
+    /// EventSource stream or a held reply whose client stopped reading frees what
+    /// it holds, and nothing else waits for it.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Whether [`serve`] also speaks cleartext HTTP/2 (h2c) (default off: Faye's
+    /// clients and browsers use HTTP/1.1 on a cleartext port). Off, every
+    /// connection is HTTP/1.1 from its first byte, so the header timeout applies
+    /// from the start; on, HTTP/2 connections are kept alive by pings (every
+    /// header timeout, dropped when unanswered for as long) and have the same
+    /// write timeout.
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
     /// Sends a WebSocket ping at this interval (Faye's `ping`; default none).
     pub fn ping(mut self, every: Option<Duration>) -> Self {
         self.ping = every.filter(|d| !d.is_zero());
@@ -173,8 +198,8 @@ impl FayeOptions {
     /// (`server_no_context_takeover`). Compressor and inflater are per thread, not
     /// per socket; a socket whose client compresses with context takeover
     /// (browsers do) keeps that client's window: the last 32 KiB it sent, or less
-    /// while it has sent less. Offers asking for a `server_max_window_bits` below
-    /// 15 are declined.
+    /// while it has sent less. Offers asking for a `server_max_window_bits` of 9 to
+    /// 15 are honoured; 8 is declined.
     pub fn websocket_deflate(mut self, on: bool) -> Self {
         self.websocket_deflate = on;
         self

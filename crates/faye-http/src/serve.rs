@@ -10,6 +10,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::write_timeout::WriteTimeout;
 use crate::{FayeService, RemoteAddr};
 
 /// Adds the peer's address to each request of one connection.
@@ -44,7 +45,8 @@ impl<E: Engine> tower_service::Service<http::Request<hyper::body::Incoming>> for
     }
 }
 
-/// Serves `faye` on `listener` (HTTP/1.1 and HTTP/2, with WebSocket upgrades) until
+/// Serves `faye` on `listener` (HTTP/1.1, and h2c if [`FayeOptions::http2`](crate::FayeOptions::http2), with
+/// WebSocket upgrades, a header timeout and a write timeout) until
 /// `signal` completes, then shuts down: held connects are answered, sockets are
 /// closed, and in-flight requests get up to five seconds to finish.
 pub async fn serve<E: Engine>(
@@ -52,13 +54,24 @@ pub async fn serve<E: Engine>(
     faye: FayeService<E>,
     signal: impl Future<Output = ()>,
 ) {
+    let options = &faye.shared.options;
     let mut builder = Builder::new(TokioExecutor::new());
     // Without a timer hyper enforces no header timeout: a client sending one byte a
     // minute would hold its connection forever.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(faye.shared.options.header_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_timeout);
+    if options.http2 {
+        // HTTP/2 has no header timeout in hyper: pings find peers that went away.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(options.header_timeout)
+            .keep_alive_timeout(options.header_timeout);
+    } else {
+        // No sniffing for an HTTP/2 preface, which waits for the first bytes with no
+        // timeout: HTTP/1.1 from the start, its header timeout included.
+        builder = builder.http1_only();
+    }
+    let write_timeout = options.write_timeout;
     let graceful = GracefulShutdown::new();
     let mut signal = std::pin::pin!(signal);
     loop {
@@ -76,7 +89,8 @@ pub async fn serve<E: Engine>(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(WithPeer { faye: faye.clone(), peer });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let io = TokioIo::new(WriteTimeout::new(stream, write_timeout));
+        let conn = builder.serve_connection_with_upgrades(io, service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
