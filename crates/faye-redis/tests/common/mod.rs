@@ -27,9 +27,16 @@ impl TestEngine {
 
     /// Another engine ("node") on the same redis-server.
     pub async fn on(server: Arc<RedisServer>) -> Self {
-        let engine = RedisEngine::connect(RedisConfig::new(server.url()).namespace("test"))
-            .await
-            .expect("connect to the test redis-server");
+        Self::configured(server, |config| config).await
+    }
+
+    /// As [`TestEngine::on`], with settings changed by `configure`.
+    pub async fn configured(
+        server: Arc<RedisServer>,
+        configure: impl FnOnce(RedisConfig) -> RedisConfig,
+    ) -> Self {
+        let config = configure(RedisConfig::new(server.url()).namespace("test"));
+        let engine = RedisEngine::connect(config).await.expect("connect to the test redis-server");
         Self { engine, server }
     }
 }
