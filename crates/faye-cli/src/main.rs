@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use faye_engine::MemoryEngine;
+use clap::{Parser, Subcommand, ValueEnum};
+use faye_engine::{Engine, MemoryEngine};
 use faye_http::{FayeOptions, FayeService};
+use faye_redis::{RedisConfig, RedisEngine};
 use faye_server::{Server, ServerOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -19,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (memory engine).
+    /// Run the server (memory engine, or Redis to run several processes as one).
     Serve(ServeArgs),
     /// Load a Bayeux server on this machine and report throughput, latency, loss,
     /// memory and CPU (the same as the `faye-bench` binary).
@@ -73,6 +74,25 @@ struct ServeArgs {
     /// Negotiate WebSocket permessage-deflate compression with clients that offer it.
     #[arg(long, env = "FAYE_WEBSOCKET_DEFLATE", value_parser = clap::builder::BoolishValueParser::new())]
     websocket_deflate: bool,
+    /// Where clients, subscriptions and queues live: this process's memory, or a
+    /// Redis shared by several `faye serve` processes that act as one service.
+    #[arg(long, env = "FAYE_ENGINE", value_enum, default_value_t = EngineKind::Memory)]
+    engine: EngineKind,
+    /// The Redis of `--engine redis`: redis://[user:password@]host[:port][/db]
+    /// (Redis 6.2 or newer).
+    #[arg(long, env = "FAYE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Prefix of the engine's Redis keys; every node of one service uses the same.
+    #[arg(long, env = "FAYE_REDIS_NAMESPACE", default_value = "faye")]
+    redis_namespace: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EngineKind {
+    /// One process (Faye's default).
+    Memory,
+    /// Several processes on one Redis.
+    Redis,
 }
 
 fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
@@ -96,6 +116,24 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    match args.engine {
+        EngineKind::Memory => serve_with(MemoryEngine::new(), "memory", args).await,
+        EngineKind::Redis => {
+            let url = args
+                .redis_url
+                .clone()
+                .context("--engine redis needs --redis-url (or FAYE_REDIS_URL)")?;
+            let config = RedisConfig::new(url).namespace(args.redis_namespace.clone());
+            let engine =
+                RedisEngine::connect(config).await.context("cannot start the Redis engine")?;
+            tracing::info!(node = engine.node(), namespace = %args.redis_namespace, "connected to Redis");
+            serve_with(engine, "redis", args).await
+        }
+    }
+}
+
+/// `Server` is generic over its engine: the engine is picked here, at start-up.
+async fn serve_with<E: Engine>(engine: E, kind: &str, args: ServeArgs) -> anyhow::Result<()> {
     let timeout = seconds(args.timeout, "timeout")?;
     let ping = args.ping.map(|p| seconds(p, "ping")).transpose()?;
     let server_options = ServerOptions::default()
@@ -103,7 +141,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .order_wait(seconds(args.order_wait, "order-wait")?)
         .max_subscriptions_per_client(args.max_subscriptions)
         .max_queue_per_client(args.max_queue);
-    let server = Server::new(MemoryEngine::new(), server_options);
+    let server = Server::new(engine, server_options);
     let mut options = FayeOptions::default()
         .mount(args.mount)
         .allowed_origins(args.allowed_origins)
@@ -125,7 +163,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     // The one line on stdout: scripts and tests read the chosen port from it.
     println!("faye-rs listening on http://{local}{mount}");
-    tracing::info!(%local, %mount, ?timeout, "serving (memory engine)");
+    tracing::info!(%local, %mount, ?timeout, engine = kind, "serving");
 
     faye_http::serve(listener, faye, shutdown_signal()).await;
     tracing::info!("stopped");
