@@ -570,6 +570,7 @@ impl Inner {
             }
             let removed: Vec<i64> = pipe.query_async(&mut self.conn()).await.map_err(backend)?;
             let mut pipe = redis::pipe();
+            let mut reported = false;
             for ((id, channels), removed) in dead.into_iter().zip(removed) {
                 if removed == 0 {
                     continue;
@@ -582,8 +583,11 @@ impl Inner {
                 ]))
                 .ignore();
                 self.report_destroyed(&id, channels);
+                reported = true;
             }
-            pipe.query_async::<()>(&mut self.conn()).await.map_err(backend)?;
+            if reported {
+                pipe.query_async::<()>(&mut self.conn()).await.map_err(backend)?;
+            }
             if ids.len() < GC_BATCH {
                 return Ok(());
             }
