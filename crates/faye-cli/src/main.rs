@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (memory engine, or Redis to run several processes as one).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load a Bayeux server on this machine and report throughput, latency, loss,
     /// memory and CPU (the same as the `faye-bench` binary).
     Bench(Box<faye_bench::Cli>),
@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Bench(cli) => faye_bench::main(*cli).await,
     }
 }

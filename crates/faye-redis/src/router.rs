@@ -235,10 +235,10 @@ impl Router {
         let mut local = Local::new(cursor, subs, owned_at);
         for entry in replay.iter().filter(|e| e.id > cursor && e.id <= self.last) {
             match &entry.kind {
-                Kind::Message { channel, message } => {
-                    if Channel::parse(channel).is_some_and(|ch| local.matches(&ch)) {
-                        local.queue.push(message.clone());
-                    }
+                Kind::Message { channel, message }
+                    if Channel::parse(channel).is_some_and(|ch| local.matches(&ch)) =>
+                {
+                    local.queue.push(message.clone());
                 }
                 Kind::Subscribe { client: c, channel } if *c == client => {
                     local.subs.insert(channel.clone());
