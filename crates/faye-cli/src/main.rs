@@ -78,8 +78,8 @@ struct ServeArgs {
     /// Redis shared by several `faye serve` processes that act as one service.
     #[arg(long, env = "FAYE_ENGINE", value_enum, default_value_t = EngineKind::Memory)]
     engine: EngineKind,
-    /// The Redis of `--engine redis`: redis://[user:password@]host[:port][/db]
-    /// (Redis 6.2 or newer).
+    /// The Redis of `--engine redis` (6.2 or newer), as redis://host:port/db, with
+    /// credentials as redis://user:password@host:port/db.
     #[arg(long, env = "FAYE_REDIS_URL")]
     redis_url: Option<String>,
     /// Prefix of the engine's Redis keys; every node of one service uses the same.
