@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use faye_engine::MemoryEngine;
+use clap::{Parser, Subcommand, ValueEnum};
+use faye_engine::{Engine, MemoryEngine};
 use faye_http::{FayeOptions, FayeService};
+use faye_redis::{RedisConfig, RedisEngine};
 use faye_server::{Server, ServerOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -19,8 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (memory engine).
-    Serve(ServeArgs),
+    /// Run the server (memory engine, or Redis to run several processes as one).
+    Serve(Box<ServeArgs>),
     /// Load a Bayeux server on this machine and report throughput, latency, loss,
     /// memory and CPU (the same as the `faye-bench` binary).
     Bench(Box<faye_bench::Cli>),
@@ -81,9 +82,36 @@ struct ServeArgs {
     /// applies messages as they arrive.
     #[arg(long, env = "FAYE_ORDER_WAIT", default_value_t = 0.5)]
     order_wait: f64,
+    /// Seconds a write may wait for a peer that reads nothing; then the connection
+    /// is closed.
+    #[arg(long, env = "FAYE_WRITE_TIMEOUT", default_value_t = 30.0)]
+    write_timeout: f64,
+    /// Also speak cleartext HTTP/2 (h2c); off by default, as Faye's clients and
+    /// browsers use HTTP/1.1 on a cleartext port.
+    #[arg(long, env = "FAYE_HTTP2", value_parser = clap::builder::BoolishValueParser::new())]
+    http2: bool,
     /// Negotiate WebSocket permessage-deflate compression with clients that offer it.
     #[arg(long, env = "FAYE_WEBSOCKET_DEFLATE", value_parser = clap::builder::BoolishValueParser::new())]
     websocket_deflate: bool,
+    /// Where clients, subscriptions and queues live: this process's memory, or a
+    /// Redis shared by several `faye serve` processes that act as one service.
+    #[arg(long, env = "FAYE_ENGINE", value_enum, default_value_t = EngineKind::Memory)]
+    engine: EngineKind,
+    /// The Redis of `--engine redis` (6.2 or newer), as redis://host:port/db, with
+    /// credentials as redis://user:password@host:port/db.
+    #[arg(long, env = "FAYE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Prefix of the engine's Redis keys; every node of one service uses the same.
+    #[arg(long, env = "FAYE_REDIS_NAMESPACE", default_value = "faye")]
+    redis_namespace: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EngineKind {
+    /// One process (Faye's default).
+    Memory,
+    /// Several processes on one Redis.
+    Redis,
 }
 
 /// The longest `--timeout` or `--ping`: a day. Far longer ones overflow the clock
@@ -109,12 +137,30 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Bench(cli) => faye_bench::main(*cli).await,
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    match args.engine {
+        EngineKind::Memory => serve_with(MemoryEngine::new(), "memory", args).await,
+        EngineKind::Redis => {
+            let url = args
+                .redis_url
+                .clone()
+                .context("--engine redis needs --redis-url (or FAYE_REDIS_URL)")?;
+            let config = RedisConfig::new(url).namespace(args.redis_namespace.clone());
+            let engine =
+                RedisEngine::connect(config).await.context("cannot start the Redis engine")?;
+            tracing::info!(node = engine.node(), namespace = %args.redis_namespace, "connected to Redis");
+            serve_with(engine, "redis", args).await
+        }
+    }
+}
+
+/// `Server` is generic over its engine: the engine is picked here, at start-up.
+async fn serve_with<E: Engine>(engine: E, kind: &str, args: ServeArgs) -> anyhow::Result<()> {
     let timeout = seconds(args.timeout, "timeout")?;
     let ping = args.ping.map(|p| seconds(p, "ping")).transpose()?;
     let server_options = ServerOptions::default()
@@ -125,13 +171,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .max_queue_bytes_per_client(args.max_queue_bytes)
         .max_clients(args.max_clients)
         .max_handshakes_per_request(args.max_handshakes_per_request);
-    let server = Server::new(MemoryEngine::new(), server_options);
+    let server = Server::new(engine, server_options);
     let mut options = FayeOptions::default()
         .mount(args.mount)
         .allowed_origins(args.allowed_origins)
         .ping(ping)
         .max_request_bytes(args.max_request_bytes)
         .max_batch(args.max_batch)
+        .write_timeout(seconds(args.write_timeout, "write-timeout")?)
+        .http2(args.http2)
         .websocket_deflate(args.websocket_deflate);
     if let Some(path) = &args.client_js {
         let script =
@@ -147,7 +195,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     // The one line on stdout: scripts and tests read the chosen port from it.
     println!("faye-rs listening on http://{local}{mount}");
-    tracing::info!(%local, %mount, ?timeout, "serving (memory engine)");
+    tracing::info!(%local, %mount, ?timeout, engine = kind, "serving");
 
     faye_http::serve(listener, faye, shutdown_signal()).await;
     tracing::info!("stopped");

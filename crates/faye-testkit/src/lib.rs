@@ -1,6 +1,6 @@
 //! Test support for faye-rs: the one raw HTTP/1.1 and WebSocket client the tests
 //! speak to servers with, the one form/query encoder, and servers started on free
-//! ports (in-process, or the `faye` binary).
+//! ports (in-process, or the `faye` binary), and throwaway `redis-server`s.
 //!
 //! Raw on purpose: tests assert the bytes a user's client would see, so nothing
 //! here hides a status, a header or a frame bit. WebSocket frames are encoded and
@@ -18,6 +18,7 @@
 //! ```
 
 pub mod http;
+pub mod redis;
 pub mod server;
 pub mod ws;
 

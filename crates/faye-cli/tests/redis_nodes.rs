@@ -1,0 +1,55 @@
+//! Two `faye serve --engine redis` processes on one Redis act as one service: a
+//! client that handshakes on one node, subscribes and publishes through the
+//! other, and long-polls on the first receives its message.
+
+use faye_testkit::QUICK;
+use faye_testkit::http::{Request, fetch};
+use faye_testkit::redis::RedisServer;
+use faye_testkit::server::FayeProcess;
+use serde_json::{Value, json};
+
+async fn post(node: &FayeProcess, body: Value) -> Value {
+    let reply = faye_testkit::within(
+        QUICK,
+        "a reply",
+        fetch(node.addr(), &Request::post("/bayeux").json(&body)),
+    )
+    .await
+    .expect("a response");
+    assert_eq!(reply.status, 200, "{}", reply.body_str());
+    reply.json()
+}
+
+#[tokio::test]
+async fn a_message_published_on_one_node_reaches_a_client_polling_another() {
+    let redis = RedisServer::start();
+    let bin = env!("CARGO_BIN_EXE_faye");
+    let args = ["--engine", "redis", "--redis-url", &redis.url(), "--redis-namespace", "cli"];
+    let a = FayeProcess::serve(bin, &args).await;
+    let b = FayeProcess::serve(bin, &args).await;
+
+    let hs = post(
+        &a,
+        json!([{"channel": "/meta/handshake", "version": "1.0",
+                "supportedConnectionTypes": ["long-polling"]}]),
+    )
+    .await;
+    let id = hs[0]["clientId"].as_str().expect("a clientId").to_owned();
+    let sub =
+        post(&b, json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/news"}]))
+            .await;
+    assert_eq!(sub[0]["successful"], true, "node B knows the session made on A: {sub}");
+    let publish = post(&b, json!([{"channel": "/news", "data": {"headline": "hi"}}])).await;
+    assert_eq!(publish[0]["successful"], true, "{publish}");
+
+    let connect = post(
+        &a,
+        json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling",
+                "advice": {"timeout": 3000}}]),
+    )
+    .await;
+    let delivered: Vec<&Value> =
+        connect.as_array().unwrap().iter().filter(|m| m["channel"] == "/news").collect();
+    assert_eq!(delivered.len(), 1, "{connect}");
+    assert_eq!(delivered[0]["data"], json!({"headline": "hi"}));
+}

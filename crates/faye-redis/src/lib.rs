@@ -1,0 +1,893 @@
+//! A Redis engine for faye-rs: several `faye` processes on one Redis behave as one
+//! Faye service.
+//!
+//! Every publish is one `XADD` to a Redis Stream (the bus): the payload is stored
+//! once, whatever the number of subscribers or nodes. Each node reads the bus with
+//! `XREAD BLOCK` and routes entries to the clients it holds (`Channel::expand` and a
+//! map lookup, as the memory engine does). A client's keys (its cursor and its
+//! subscriptions) share one hash tag; sessions expire with Redis TTLs and a
+//! collector that runs under a lock with an owner token. When a client's
+//! connection moves to another node, that node loads the client's cursor and
+//! replays the bus from it, so nothing queued is lost on the way.
+//!
+//! The data model and the Redis commands of every operation are in the
+//! repository's `docs/redis.md`. Requires Redis 6.2 or newer.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), faye_redis::Error> {
+//! use faye_redis::{RedisConfig, RedisEngine};
+//! let engine = RedisEngine::connect(RedisConfig::new("redis://127.0.0.1:6379/0")).await?;
+//! // let server = faye_server::Server::new(engine, options);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use faye_engine::{
+    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, EngineEvent, Subscribed,
+    generate_client_id,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Value};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+mod router;
+mod scripts;
+mod stream;
+
+use router::{Effects, Local, Router};
+use stream::{Entry, StreamId, field, tag};
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL is not a Redis URL the client understands.
+    #[error("invalid Redis URL: {0}")]
+    Url(#[source] RedisError),
+    /// Redis could not be reached, or refused a command at start-up.
+    #[error("cannot use Redis: {0}")]
+    Redis(#[source] RedisError),
+    /// The server is older than the engine needs.
+    #[error("Redis {found} is too old: the engine needs 6.2 or newer")]
+    Version {
+        /// The version the server reported.
+        found: String,
+    },
+    /// The namespace is empty or holds a brace (braces delimit hash tags).
+    #[error("invalid namespace {0:?}: it must be non-empty and must not contain braces")]
+    Namespace(String),
+}
+
+/// How to reach Redis and how to lay out the engine's keys.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    url: String,
+    namespace: String,
+    retention: Option<Duration>,
+    ring_capacity: usize,
+    response_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// `url`: `redis://[user:password@]host[:port][/db]` or `redis+unix:///path`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            namespace: "faye".into(),
+            retention: None,
+            ring_capacity: 4096,
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Prefix of every key, so several services can share one Redis. Default
+    /// `faye`. Every node of one service must use the same namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// How long the bus keeps entries: a client whose cursor is older than this
+    /// when it moves to another node is told to handshake again. Default 4 × the
+    /// server's timeout (a client lives 2 × the timeout after its last connect).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// How many recent bus entries each node keeps in memory to catch up a client
+    /// that moves to it without reading Redis. Default 4096.
+    pub fn ring_capacity(mut self, entries: usize) -> Self {
+        self.ring_capacity = entries.max(1);
+        self
+    }
+
+    /// How long one Redis command may take before it fails. Default 5 s.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+}
+
+/// The Redis engine. Cheap to clone: clones share one engine.
+#[derive(Clone)]
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("namespace", &self.inner.keys.ns)
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Keys {
+    ns: String,
+    bus: String,
+    clients: String,
+    gc_lock: String,
+}
+
+impl Keys {
+    fn new(ns: &str) -> Self {
+        Self {
+            ns: ns.to_owned(),
+            bus: format!("{ns}:bus"),
+            clients: format!("{ns}:clients"),
+            gc_lock: format!("{ns}:gc"),
+        }
+    }
+
+    // The client id in braces is the hash tag: both keys of a client live in one
+    // slot, so each script over them runs unchanged on a Redis Cluster.
+    fn client(&self, id: &ClientId) -> String {
+        format!("{}:client:{{{}}}", self.ns, id.as_str())
+    }
+
+    fn subs(&self, id: &ClientId) -> String {
+        format!("{}:subs:{{{}}}", self.ns, id.as_str())
+    }
+}
+
+struct Inner {
+    keys: Keys,
+    /// This process's name on the bus (random), to tell its own entries apart.
+    node: String,
+    conn: ConnectionManager,
+    /// The connection the bus reader blocks on, taken by `start`.
+    reader_conn: Mutex<Option<ConnectionManager>>,
+    retention: Option<Duration>,
+    ctx: OnceLock<EngineContext>,
+    router: Mutex<Router>,
+    /// The newest entry routed, for publishers waiting for their entry.
+    routed: watch::Sender<StreamId>,
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain data.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn backend(e: RedisError) -> EngineError {
+    EngineError::Backend(e.to_string())
+}
+
+fn malformed(what: &str) -> EngineError {
+    EngineError::Backend(format!("unexpected Redis reply: {what}"))
+}
+
+/// Wall-clock milliseconds: scores in the clients index are compared by every
+/// node, so they must be absolute (nodes' clocks are assumed roughly in sync).
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// Entries one bus read returns at most.
+const READ_BATCH: usize = 1024;
+/// How long the reader blocks in `XREAD` before asking again.
+const READ_BLOCK: Duration = Duration::from_secs(2);
+/// Entries one catch-up `XRANGE` returns at most.
+const FETCH_BATCH: usize = 1024;
+/// Longest a publish waits for this node to route its own entry.
+const PUBLISH_WAIT: Duration = Duration::from_secs(1);
+/// Expired clients one collector pass handles per round trip.
+const GC_BATCH: usize = 100;
+
+impl RedisEngine {
+    /// Connects (two connections: commands, and the bus reader), checks the
+    /// server's version and loads the scripts. The server starts the engine with
+    /// [`Engine::start`].
+    pub async fn connect(config: RedisConfig) -> Result<Self, Error> {
+        let ns = &config.namespace;
+        if ns.is_empty() || ns.contains(['{', '}']) {
+            return Err(Error::Namespace(ns.clone()));
+        }
+        let client = redis::Client::open(config.url.as_str()).map_err(Error::Url)?;
+        let settings = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.response_timeout));
+        let mut conn = ConnectionManager::new_with_config(client.clone(), settings.clone())
+            .await
+            .map_err(Error::Redis)?;
+        // The reader's XREAD blocks on purpose: its timeout must outlast the block.
+        let reader_settings =
+            settings.set_response_timeout(Some(READ_BLOCK + config.response_timeout));
+        let reader = ConnectionManager::new_with_config(client, reader_settings)
+            .await
+            .map_err(Error::Redis)?;
+
+        let info: String =
+            redis::cmd("INFO").arg("server").query_async(&mut conn).await.map_err(Error::Redis)?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned();
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if (major, minor) < (6, 2) {
+            return Err(Error::Version { found: version });
+        }
+        let keys = Keys::new(ns);
+        load_scripts(&mut conn).await.map_err(Error::Redis)?;
+        // Start after the newest entry: what was published before this node
+        // existed is replayed per client, from its cursor, when one moves here.
+        let newest: Value = redis::cmd("XREVRANGE")
+            .arg(&keys.bus)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(Error::Redis)?;
+        let start = stream::parse_range(&newest)
+            .ok()
+            .and_then(|e| e.first().map(|e| e.id))
+            .unwrap_or_default();
+        let node = rand::random::<[u8; 8]>().iter().map(|b| format!("{b:02x}")).collect();
+        let router = Router::new(String::clone(&node), start, config.ring_capacity);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                keys,
+                node,
+                conn,
+                reader_conn: Mutex::new(Some(reader)),
+                retention: config.retention,
+                ctx: OnceLock::new(),
+                router: Mutex::new(router),
+                routed: watch::channel(start).0,
+                cancel: CancellationToken::new(),
+                tasks: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// This node's random name on the bus (it appears in logs and bus entries).
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+}
+
+async fn load_scripts(conn: &mut ConnectionManager) -> Result<(), RedisError> {
+    let mut pipe = redis::pipe();
+    for script in scripts::all() {
+        pipe.load_script(script);
+    }
+    pipe.query_async::<Vec<String>>(conn).await.map(drop)
+}
+
+impl Inner {
+    fn ctx(&self) -> Result<&EngineContext, EngineError> {
+        self.ctx.get().ok_or(EngineError::Shutdown)
+    }
+
+    fn lifetime(&self) -> Result<Duration, EngineError> {
+        Ok(self.ctx()?.timeout * 2)
+    }
+
+    fn retention(&self) -> Duration {
+        self.retention
+            .unwrap_or_else(|| self.ctx.get().map_or(Duration::from_secs(300), |c| c.timeout * 4))
+    }
+
+    fn router(&self) -> MutexGuard<'_, Router> {
+        lock(&self.router)
+    }
+
+    fn emit(&self, event: EngineEvent) {
+        if let Some(ctx) = self.ctx.get() {
+            ctx.listener.event(event);
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// An `XADD` to the bus that also trims entries older than the retention
+    /// (approximately: Redis trims whole nodes of the stream, never newer entries).
+    fn xadd(&self, fields: &[(&str, &[u8])]) -> redis::Cmd {
+        let floor = now_ms().saturating_sub(ms(self.retention()));
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.keys.bus).arg("MINID").arg("~").arg(floor).arg("*");
+        for (name, value) in fields {
+            cmd.arg(*name).arg(*value);
+        }
+        cmd
+    }
+
+    /// Runs a pipeline that invokes scripts, loading them once if Redis lost them
+    /// (a restart, or `SCRIPT FLUSH`).
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, EngineError> {
+        let mut conn = self.conn();
+        match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                load_scripts(&mut conn).await.map_err(backend)?;
+                pipe.query_async(&mut conn).await.map_err(backend)
+            }
+            other => other.map_err(backend),
+        }
+    }
+
+    /// Routes entries read from the bus, then acts on what routing found.
+    async fn route(self: &Arc<Self>, entries: Vec<Entry>) {
+        let mut fx = Effects::default();
+        let last = {
+            let mut router = self.router();
+            for entry in entries {
+                router.route(Arc::new(entry), &mut fx);
+            }
+            router.last
+        };
+        if let Some(ctx) = self.ctx.get() {
+            for id in &fx.mail {
+                ctx.listener.mail(id);
+            }
+        }
+        for id in fx.closed {
+            self.emit(EngineEvent::Close(id));
+        }
+        for id in fx.too_slow {
+            tracing::warn!(client = %id, "queue full: disconnecting a client too slow to keep up");
+            if let Err(e) = self.destroy(&id).await {
+                tracing::error!(client = %id, error = %e, "could not destroy a client");
+            }
+        }
+        self.routed.send_replace(last);
+    }
+
+    async fn destroy(&self, client: &ClientId) -> Result<(), EngineError> {
+        let (ck, sk) = (self.keys.client(client), self.keys.subs(client));
+        let channels: Option<Vec<String>> = scripts::DESTROY
+            .key(&ck)
+            .key(&sk)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        self.router().evict(client);
+        let Some(channels) = channels else {
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM").arg(&self.keys.clients).arg(client.as_str()).ignore();
+        pipe.add_command(self.xadd(&[
+            (field::KIND, tag::DESTROYED.as_bytes()),
+            (field::CLIENT, client.as_str().as_bytes()),
+            (field::NODE, self.node.as_bytes()),
+        ]))
+        .ignore();
+        let sent = pipe.query_async::<()>(&mut self.conn()).await.map_err(backend);
+        self.report_destroyed(client, channels);
+        sent
+    }
+
+    fn report_destroyed(&self, client: &ClientId, channels: Vec<String>) {
+        for channel in channels {
+            self.emit(EngineEvent::Unsubscribe(*client, channel));
+        }
+        self.emit(EngineEvent::Disconnect(*client));
+        self.emit(EngineEvent::Close(*client));
+    }
+
+    /// Takes over a client whose connection reached this node: loads its cursor
+    /// and subscriptions, announces the takeover (so the node that held it lets
+    /// go), and rebuilds its queue from the bus. `false` if the client is gone.
+    async fn adopt(&self, client: &ClientId) -> Result<bool, EngineError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET").arg(self.keys.client(client)).arg("cur");
+        pipe.cmd("SMEMBERS").arg(self.keys.subs(client));
+        pipe.add_command(self.xadd(&[
+            (field::KIND, tag::OWN.as_bytes()),
+            (field::CLIENT, client.as_str().as_bytes()),
+            (field::NODE, self.node.as_bytes()),
+        ]));
+        let (cursor, subs, owned_at): (Option<String>, Vec<String>, String) =
+            pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+        let Some(cursor) = cursor else {
+            return Ok(false);
+        };
+        let cursor = StreamId::parse(&cursor).ok_or_else(|| malformed("client cursor"))?;
+        let owned_at = StreamId::parse(&owned_at).ok_or_else(|| malformed("XADD id"))?;
+        let mut snapshot: Option<HashSet<String>> = Some(subs.into_iter().collect());
+        // Entries newer than the retention floor are never trimmed; a cursor older
+        // than it (with a margin for clock skew between nodes) may have lost some.
+        let retention = ms(self.retention());
+        if cursor.ms.saturating_add(retention - retention / 4) < now_ms() {
+            return self.history_lost(client).await;
+        }
+        let mut fetched: Vec<Arc<Entry>> = Vec::new();
+        let mut from = cursor;
+        for _ in 0..10_000 {
+            {
+                let mut router = self.router();
+                if router.clients.contains_key(client) {
+                    return Ok(true);
+                }
+                if let Some(recent) = router.recent_since(from) {
+                    let last = router.last;
+                    let mut replay: Vec<Arc<Entry>> =
+                        fetched.into_iter().filter(|e| e.id <= last).collect();
+                    replay.extend(recent);
+                    let subs = snapshot.take().unwrap_or_default();
+                    return Ok(router.adopt(*client, cursor, subs, owned_at, &replay));
+                }
+            }
+            let reply: Value = redis::cmd("XRANGE")
+                .arg(&self.keys.bus)
+                .arg(format!("({from}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(FETCH_BATCH)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            let entries = stream::parse_range(&reply).map_err(malformed)?;
+            // The ring starts after an entry newer than `from` that Redis no
+            // longer has: trimmed.
+            let Some(newest) = entries.last().map(|e| e.id) else {
+                return self.history_lost(client).await;
+            };
+            from = newest;
+            fetched.extend(entries.into_iter().map(Arc::new));
+        }
+        Err(EngineError::Backend("could not catch up a client's queue".into()))
+    }
+
+    /// The bus no longer holds everything the client has not read: its session
+    /// ends, so that a Faye client handshakes again instead of silently missing
+    /// messages.
+    async fn history_lost(&self, client: &ClientId) -> Result<bool, EngineError> {
+        tracing::warn!(%client, "bus history expired before the client read it: ending its session");
+        self.destroy(client).await?;
+        Ok(false)
+    }
+
+    /// One collector pass, if this node gets the lock.
+    async fn collect(&self) -> Result<(), EngineError> {
+        let lifetime = self.lifetime()?;
+        let token: String = rand::random::<[u8; 16]>().iter().map(|b| format!("{b:02x}")).collect();
+        let lock_ttl = ms(lifetime).max(1000);
+        let got: Option<String> = redis::cmd("SET")
+            .arg(&self.keys.gc_lock)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(lock_ttl)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if got.is_none() {
+            return Ok(());
+        }
+        let result = self.collect_locked().await;
+        let _: Result<i64, _> = scripts::UNLOCK
+            .key(&self.keys.gc_lock)
+            .arg(&token)
+            .invoke_async(&mut self.conn())
+            .await;
+        result
+    }
+
+    async fn collect_locked(&self) -> Result<(), EngineError> {
+        let lifetime = ms(self.lifetime()?);
+        loop {
+            let now = now_ms();
+            let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&self.keys.clients)
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(GC_BATCH)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            let ids: Vec<ClientId> = ids.iter().filter_map(|s| ClientId::parse(s)).collect();
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let keys: Vec<(String, String)> =
+                ids.iter().map(|id| (self.keys.client(id), self.keys.subs(id))).collect();
+            let invocations: Vec<_> = keys
+                .iter()
+                .map(|(c, s)| {
+                    let mut invocation = scripts::REAP.key(c);
+                    invocation.key(s);
+                    invocation
+                })
+                .collect();
+            let mut pipe = redis::pipe();
+            for invocation in &invocations {
+                pipe.invoke_script(invocation);
+            }
+            let replies: Vec<Value> = self.query_pipe(&pipe).await?;
+            let mut pipe = redis::pipe();
+            let mut dead = Vec::new();
+            for (id, reply) in ids.iter().zip(replies) {
+                match reply {
+                    // Still alive (pinged after the score was written, or on a
+                    // node whose clock runs behind): rescore from its real TTL.
+                    Value::Int(ttl) => {
+                        let ttl = u64::try_from(ttl).unwrap_or(lifetime);
+                        pipe.cmd("ZADD")
+                            .arg(&self.keys.clients)
+                            .arg(now + ttl)
+                            .arg(id.as_str())
+                            .ignore();
+                    }
+                    other => {
+                        let channels: Vec<String> =
+                            redis::from_redis_value(other).map_err(|e| backend(e.into()))?;
+                        pipe.cmd("ZREM").arg(&self.keys.clients).arg(id.as_str());
+                        dead.push((*id, channels));
+                    }
+                }
+            }
+            let removed: Vec<i64> = pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+            let mut pipe = redis::pipe();
+            let mut reported = false;
+            for ((id, channels), removed) in dead.into_iter().zip(removed) {
+                if removed == 0 {
+                    continue;
+                }
+                self.router().evict(&id);
+                pipe.add_command(self.xadd(&[
+                    (field::KIND, tag::DESTROYED.as_bytes()),
+                    (field::CLIENT, id.as_str().as_bytes()),
+                    (field::NODE, self.node.as_bytes()),
+                ]))
+                .ignore();
+                self.report_destroyed(&id, channels);
+                reported = true;
+            }
+            if reported {
+                pipe.query_async::<()>(&mut self.conn()).await.map_err(backend)?;
+            }
+            if ids.len() < GC_BATCH {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Reads the bus from where this node left off, for as long as the engine lives.
+/// A failed read (Redis restarting, say) is logged and retried; the connection
+/// manager reconnects, and reading resumes from the last entry routed.
+async fn read_bus(inner: Weak<Inner>, mut conn: ConnectionManager, cancel: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let Some(engine) = inner.upgrade() else {
+            return;
+        };
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(READ_BATCH)
+            .arg("BLOCK")
+            .arg(ms(READ_BLOCK))
+            .arg("STREAMS")
+            .arg(&engine.keys.bus)
+            .arg(engine.router().last.to_string());
+        drop(engine);
+        let reply = tokio::select! {
+            _ = cancel.cancelled() => return,
+            reply = cmd.query_async::<Value>(&mut conn) => reply,
+        };
+        let Some(engine) = inner.upgrade() else {
+            return;
+        };
+        match reply.map_err(backend).and_then(|v| stream::parse_read(&v).map_err(malformed)) {
+            Ok(entries) => {
+                if failures > 0 {
+                    tracing::info!("reading the Redis bus again");
+                    failures = 0;
+                }
+                if !entries.is_empty() {
+                    engine.route(entries).await;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::error!(error = %e, "cannot read the Redis bus; retrying");
+                }
+                drop(engine);
+                let backoff = Duration::from_millis(100 * u64::from(failures.min(20)));
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs the collector every `every` for as long as the engine lives.
+async fn collect_expired(inner: Weak<Inner>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(engine) = inner.upgrade() else {
+            return;
+        };
+        if let Err(e) = engine.collect().await {
+            tracing::warn!(error = %e, "collecting expired clients failed; will retry");
+        }
+    }
+}
+
+impl Engine for RedisEngine {
+    fn start(&self, ctx: EngineContext) {
+        let inner = &self.inner;
+        inner.router().set_max_queue(ctx.limits.max_queue, ctx.limits.max_queue_bytes);
+        // A client expires 2T after its last ping; collecting every T/6 reports it
+        // at most a sixth of T late (10 s at most, for long timeouts).
+        let every = (ctx.timeout / 6).clamp(Duration::from_millis(10), Duration::from_secs(10));
+        if inner.ctx.set(ctx).is_err() {
+            return;
+        }
+        let Some(reader) = lock(&inner.reader_conn).take() else {
+            return;
+        };
+        let weak = Arc::downgrade(inner);
+        let mut tasks = lock(&inner.tasks);
+        tasks.push(tokio::spawn(read_bus(weak.clone(), reader, inner.cancel.clone())));
+        tasks.push(tokio::spawn(collect_expired(weak, every, inner.cancel.clone())));
+    }
+
+    async fn create_client(&self) -> Result<ClientId, EngineError> {
+        let inner = &self.inner;
+        let lifetime = inner.lifetime()?;
+        let id = generate_client_id();
+        let cursor = {
+            let mut router = inner.router();
+            let last = router.last;
+            router.insert(id, Local::new(last, HashSet::new(), last));
+            last
+        };
+        let ck = inner.keys.client(&id);
+        let created = redis::pipe()
+            .cmd("HSET")
+            .arg(&ck)
+            .arg("cur")
+            .arg(cursor.to_string())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&ck)
+            .arg(ms(lifetime))
+            .ignore()
+            .cmd("ZADD")
+            .arg(&inner.keys.clients)
+            .arg(now_ms() + ms(lifetime))
+            .arg(id.as_str())
+            .ignore()
+            .query_async::<()>(&mut inner.conn())
+            .await;
+        if let Err(e) = created {
+            inner.router().evict(&id);
+            return Err(backend(e));
+        }
+        inner.emit(EngineEvent::Handshake(id));
+        Ok(id)
+    }
+
+    async fn client_exists(&self, client: &ClientId) -> Result<bool, EngineError> {
+        redis::cmd("EXISTS")
+            .arg(self.inner.keys.client(client))
+            .query_async(&mut self.inner.conn())
+            .await
+            .map_err(backend)
+    }
+
+    async fn destroy_client(&self, client: &ClientId) -> Result<(), EngineError> {
+        self.inner.destroy(client).await
+    }
+
+    async fn ping(&self, client: &ClientId) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let lifetime = ms(inner.lifetime()?);
+        redis::pipe()
+            .cmd("PEXPIRE")
+            .arg(inner.keys.client(client))
+            .arg(lifetime)
+            .ignore()
+            // The subscription set outlives the client by T, for the collector.
+            .cmd("PEXPIRE")
+            .arg(inner.keys.subs(client))
+            .arg(lifetime + lifetime / 2)
+            .ignore()
+            .cmd("ZADD")
+            .arg(&inner.keys.clients)
+            .arg("XX")
+            .arg(now_ms() + lifetime)
+            .arg(client.as_str())
+            .ignore()
+            .query_async::<()>(&mut inner.conn())
+            .await
+            .map_err(backend)
+    }
+
+    async fn subscribe(
+        &self,
+        client: &ClientId,
+        channel: &Channel,
+    ) -> Result<Subscribed, EngineError> {
+        let inner = &self.inner;
+        let ctx = inner.ctx()?;
+        let grace = ms(ctx.timeout);
+        let outcome: i64 = scripts::SUBSCRIBE
+            .key(inner.keys.client(client))
+            .key(inner.keys.subs(client))
+            .arg(channel.as_str())
+            .arg(ctx.limits.max_subscriptions)
+            .arg(grace)
+            .invoke_async(&mut inner.conn())
+            .await
+            .map_err(backend)?;
+        match outcome {
+            1 => {}
+            3 => return Ok(Subscribed::LimitReached),
+            _ => return Ok(Subscribed::Unchanged),
+        }
+        // Acknowledged only once the bus has it: every node holding the client
+        // applies it before any publish that follows the acknowledgement.
+        let _: String = inner
+            .xadd(&[
+                (field::KIND, tag::SUBSCRIBE.as_bytes()),
+                (field::CLIENT, client.as_str().as_bytes()),
+                (field::CHANNEL, channel.as_str().as_bytes()),
+            ])
+            .query_async(&mut inner.conn())
+            .await
+            .map_err(backend)?;
+        inner.emit(EngineEvent::Subscribe(*client, channel.as_str().to_owned()));
+        Ok(Subscribed::Added)
+    }
+
+    async fn unsubscribe(&self, client: &ClientId, channel: &Channel) -> Result<bool, EngineError> {
+        let inner = &self.inner;
+        let removed: i64 = redis::cmd("SREM")
+            .arg(inner.keys.subs(client))
+            .arg(channel.as_str())
+            .query_async(&mut inner.conn())
+            .await
+            .map_err(backend)?;
+        if removed == 0 {
+            return Ok(false);
+        }
+        let _: String = inner
+            .xadd(&[
+                (field::KIND, tag::UNSUBSCRIBE.as_bytes()),
+                (field::CLIENT, client.as_str().as_bytes()),
+                (field::CHANNEL, channel.as_str().as_bytes()),
+            ])
+            .query_async(&mut inner.conn())
+            .await
+            .map_err(backend)?;
+        inner.emit(EngineEvent::Unsubscribe(*client, channel.as_str().to_owned()));
+        Ok(true)
+    }
+
+    async fn publish(&self, channel: &Channel, message: EncodedMessage) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let id: String = inner
+            .xadd(&[
+                (field::KIND, tag::MESSAGE.as_bytes()),
+                (field::CHANNEL, channel.as_str().as_bytes()),
+                (field::DATA, message.json()),
+            ])
+            .query_async(&mut inner.conn())
+            .await
+            .map_err(backend)?;
+        let id = StreamId::parse(&id).ok_or_else(|| malformed("XADD id"))?;
+        // Wait until this node has routed its own entry, so that a publish is
+        // visible to the clients held here when it returns, as with the memory
+        // engine. Redis already has it: if the reader is slow, stop waiting.
+        let mut routed = inner.routed.subscribe();
+        if tokio::time::timeout(PUBLISH_WAIT, routed.wait_for(|last| *last >= id)).await.is_err()
+            && !inner.cancel.is_cancelled()
+        {
+            tracing::warn!(entry = %id, "the bus reader is behind; publish returns before routing");
+        }
+        Ok(())
+    }
+
+    async fn take_queue(&self, client: &ClientId) -> Result<Vec<EncodedMessage>, EngineError> {
+        let inner = &self.inner;
+        let held = inner.router().clients.contains_key(client);
+        if !held && !inner.adopt(client).await? {
+            return Ok(Vec::new());
+        }
+        let refresh = inner.ctx()?.timeout / 2;
+        let (messages, cursor) = {
+            let mut router = inner.router();
+            let last = router.last;
+            let Some(local) = router.clients.get_mut(client) else {
+                return Ok(Vec::new());
+            };
+            let messages = std::mem::take(&mut local.queue);
+            local.queued_bytes = 0;
+            local.cursor = local.cursor.max(last);
+            // Record the cursor when messages leave (a next connect on another
+            // node starts after them), and now and then when idle, so that a quiet
+            // client's cursor never falls behind the bus's retention.
+            let write = local.cursor != local.persisted
+                && (!messages.is_empty() || local.persisted_at.elapsed() >= refresh);
+            if write {
+                local.persisted = local.cursor;
+                local.persisted_at = tokio::time::Instant::now();
+            }
+            (messages, write.then_some(local.cursor))
+        };
+        if let Some(cursor) = cursor {
+            let written: Result<i64, _> = scripts::SET_CURSOR
+                .key(inner.keys.client(client))
+                .arg(cursor.to_string())
+                .invoke_async(&mut inner.conn())
+                .await;
+            // The messages are already taken: hand them over. A stale cursor can
+            // only make a later takeover deliver some of them twice.
+            if let Err(e) = written {
+                tracing::warn!(%client, error = %e, "could not record a client's cursor");
+            }
+        }
+        Ok(messages)
+    }
+
+    async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.cancel.cancel();
+        let tasks = std::mem::take(&mut *lock(&inner.tasks));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}

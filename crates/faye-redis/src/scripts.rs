@@ -1,0 +1,81 @@
+//! The Lua scripts. Each touches only one client's keys (one hash tag), so each
+//! runs in one slot on a Redis Cluster.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// KEYS: client, subs. ARGV: channel, max subscriptions, grace (ms).
+/// Returns 0 (no such client), 1 (added), 2 (already subscribed), 3 (at the limit).
+/// The subscription set outlives the client hash by the grace period, so that
+/// the collector can still read what an expired client was subscribed to.
+pub(crate) static SUBSCRIBE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then return 0 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 3 end
+redis.call('SADD', KEYS[2], ARGV[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl + tonumber(ARGV[3])) end
+return 1
+",
+    )
+});
+
+/// KEYS: client, subs. Deletes both; returns the subscriptions, or nil if the
+/// client hash was already gone (so exactly one caller reports the destruction;
+/// a client that expired is reported by the collector).
+pub(crate) static DESTROY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local subs = redis.call('SMEMBERS', KEYS[2])
+local gone = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+if gone == 0 then return false end
+return subs
+",
+    )
+});
+
+/// KEYS: client, subs. For the collector: if the client hash still lives, returns
+/// its remaining lifetime (ms; -1 if it has none); otherwise deletes the
+/// subscription set and returns what it held. Whether to report the client is
+/// decided by removing it from the clients index (`ZREM` says who did).
+pub(crate) static REAP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl ~= -2 then return ttl end
+local subs = redis.call('SMEMBERS', KEYS[2])
+redis.call('DEL', KEYS[2])
+return subs
+",
+    )
+});
+
+/// KEYS: client. ARGV: cursor. Records how far the client has read, unless the
+/// client is gone (a plain HSET would recreate it without a lifetime).
+pub(crate) static SET_CURSOR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'cur', ARGV[1]) end
+return 1
+",
+    )
+});
+
+/// KEYS: lock. ARGV: token. Releases the lock only if this owner still holds it.
+pub(crate) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+/// Every script, for loading before they are used in a pipeline.
+pub(crate) fn all() -> [&'static Script; 5] {
+    [&SUBSCRIBE, &DESTROY, &REAP, &SET_CURSOR, &UNLOCK]
+}

@@ -1,0 +1,79 @@
+//! A Redis engine on a throwaway redis-server, for the tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use faye_engine::{
+    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, Subscribed,
+};
+use faye_redis::{RedisConfig, RedisEngine};
+use faye_testkit::redis::RedisServer;
+
+/// A Redis engine that owns the redis-server it runs on, so the server lives as
+/// long as the test's engine and is killed with it.
+#[derive(Debug, Clone)]
+pub struct TestEngine {
+    pub engine: RedisEngine,
+    pub server: Arc<RedisServer>,
+}
+
+impl TestEngine {
+    /// A fresh redis-server and an engine on it.
+    pub async fn fresh() -> Self {
+        let server = Arc::new(RedisServer::start());
+        Self::on(server).await
+    }
+
+    /// Another engine ("node") on the same redis-server.
+    pub async fn on(server: Arc<RedisServer>) -> Self {
+        Self::configured(server, |config| config).await
+    }
+
+    /// As [`TestEngine::on`], with settings changed by `configure`.
+    pub async fn configured(
+        server: Arc<RedisServer>,
+        configure: impl FnOnce(RedisConfig) -> RedisConfig,
+    ) -> Self {
+        let config = configure(RedisConfig::new(server.url()).namespace("test"));
+        let engine = RedisEngine::connect(config).await.expect("connect to the test redis-server");
+        Self { engine, server }
+    }
+}
+
+impl Engine for TestEngine {
+    fn start(&self, ctx: EngineContext) {
+        self.engine.start(ctx);
+    }
+    async fn create_client(&self) -> Result<ClientId, EngineError> {
+        self.engine.create_client().await
+    }
+    async fn client_exists(&self, client: &ClientId) -> Result<bool, EngineError> {
+        self.engine.client_exists(client).await
+    }
+    async fn destroy_client(&self, client: &ClientId) -> Result<(), EngineError> {
+        self.engine.destroy_client(client).await
+    }
+    async fn ping(&self, client: &ClientId) -> Result<(), EngineError> {
+        self.engine.ping(client).await
+    }
+    async fn subscribe(
+        &self,
+        client: &ClientId,
+        channel: &Channel,
+    ) -> Result<Subscribed, EngineError> {
+        self.engine.subscribe(client, channel).await
+    }
+    async fn unsubscribe(&self, client: &ClientId, channel: &Channel) -> Result<bool, EngineError> {
+        self.engine.unsubscribe(client, channel).await
+    }
+    async fn publish(&self, channel: &Channel, message: EncodedMessage) -> Result<(), EngineError> {
+        self.engine.publish(channel, message).await
+    }
+    async fn take_queue(&self, client: &ClientId) -> Result<Vec<EncodedMessage>, EngineError> {
+        self.engine.take_queue(client).await
+    }
+    async fn shutdown(&self) {
+        self.engine.shutdown().await;
+    }
+}

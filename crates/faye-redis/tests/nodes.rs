@@ -1,0 +1,168 @@
+//! Several engines ("nodes") on one Redis behave as one engine: what the engine
+//! trait lets a server see across processes.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestEngine;
+use faye_engine::testing::Recorder;
+use faye_engine::{Channel, EncodedMessage, Engine, EngineContext, EngineEvent, Limits};
+use faye_redis::{RedisConfig, RedisEngine};
+use faye_testkit::redis::RedisServer;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn start<E: Engine>(engine: &E) -> Arc<Recorder> {
+    let rec = Arc::new(Recorder::default());
+    engine.start(EngineContext {
+        listener: rec.clone(),
+        timeout: TIMEOUT,
+        limits: Limits::default(),
+    });
+    rec
+}
+
+fn ch(name: &str) -> Channel {
+    Channel::parse(name).unwrap()
+}
+
+fn msg(channel: &str, n: usize) -> EncodedMessage {
+    EncodedMessage::from_json(format!(r#"{{"channel":"{channel}","data":{n}}}"#).as_bytes())
+}
+
+fn texts(messages: Vec<EncodedMessage>) -> Vec<String> {
+    messages.into_iter().map(|m| String::from_utf8(m.json().to_vec()).unwrap()).collect()
+}
+
+/// Takes the client's queue on `engine` until it holds `n` messages (another
+/// node's entries reach this node's reader a moment after the publish returns).
+async fn take_n<E: Engine>(engine: &E, id: &faye_engine::ClientId, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        got.extend(texts(engine.take_queue(id).await.unwrap()));
+        if got.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_made_on_one_node_and_subscribed_on_another_receives_what_either_publishes() {
+    let a = TestEngine::fresh().await;
+    let b = TestEngine::on(a.server.clone()).await;
+    let (rec_a, rec_b) = (start(&a), start(&b));
+
+    let id = a.create_client().await.unwrap();
+    assert!(b.client_exists(&id).await.unwrap(), "sessions are seen on every node");
+    b.subscribe(&id, &ch("/chat/*")).await.unwrap();
+
+    // Published on A right after B acknowledged the subscription: A, which holds
+    // the client, has applied it first (the bus orders both).
+    a.publish(&ch("/chat/room"), msg("/chat/room", 1)).await.unwrap();
+    assert_eq!(texts(a.take_queue(&id).await.unwrap()), [r#"{"channel":"/chat/room","data":1}"#]);
+    assert!(rec_a.mail().contains(&id), "the node holding the client is told it has mail");
+
+    // The client's next connect lands on B: B takes it over and finds exactly
+    // what A had not handed out yet.
+    a.publish(&ch("/chat/room"), msg("/chat/room", 2)).await.unwrap();
+    b.publish(&ch("/chat/other"), msg("/chat/other", 3)).await.unwrap();
+    let got = take_n(&b, &id, 2).await;
+    assert_eq!(
+        got,
+        [r#"{"channel":"/chat/room","data":2}"#, r#"{"channel":"/chat/other","data":3}"#]
+    );
+
+    // Destroyed on A while B holds it: B is told to close its connection.
+    a.destroy_client(&id).await.unwrap();
+    assert!(!b.client_exists(&id).await.unwrap());
+    for _ in 0..200 {
+        if rec_b.events().contains(&EngineEvent::Close(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(rec_b.events().contains(&EngineEvent::Close(id)), "{:?}", rec_b.events());
+    assert!(rec_a.events().ends_with(&[
+        EngineEvent::Unsubscribe(id, "/chat/*".into()),
+        EngineEvent::Disconnect(id),
+        EngineEvent::Close(id)
+    ]));
+    assert!(a.take_queue(&id).await.unwrap().is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_every_poll_lands_on_another_node_loses_nothing_and_gets_nothing_twice() {
+    polls_round_robin(4096).await;
+}
+
+/// With a ring of 8 entries, a node taking the client over reads what it missed
+/// from Redis (`XRANGE` from the client's cursor) instead of from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_catches_a_moving_client_up_from_redis_when_its_ring_is_too_short() {
+    polls_round_robin(8).await;
+}
+
+async fn polls_round_robin(ring: usize) {
+    let server = Arc::new(RedisServer::start());
+    let node = || TestEngine::configured(server.clone(), |c| c.ring_capacity(ring));
+    let (a, b, c) = (node().await, node().await, node().await);
+    let nodes = [&a, &b, &c];
+    for node in nodes {
+        start(node);
+    }
+    let id = a.create_client().await.unwrap();
+    a.subscribe(&id, &ch("/feed")).await.unwrap();
+
+    let total = 300;
+    let mut got = Vec::new();
+    for n in 0..total {
+        // Publishers on every node; polls round-robin over the nodes.
+        nodes[n % 3].publish(&ch("/feed"), msg("/feed", n)).await.unwrap();
+        if n % 7 == 0 {
+            got.extend(texts(nodes[(n / 7) % 3].take_queue(&id).await.unwrap()));
+        }
+    }
+    let last = nodes[1].take_queue(&id).await.unwrap();
+    got.extend(texts(last));
+    let rest = take_n(nodes[2], &id, total - got.len()).await;
+    got.extend(rest);
+    let want: Vec<String> =
+        (0..total).map(|n| format!(r#"{{"channel":"/feed","data":{n}}}"#)).collect();
+    assert_eq!(got, want);
+    let xranges = server.command_calls().into_iter().find(|(name, _)| name == "xrange");
+    if ring < 16 {
+        assert!(xranges.is_some_and(|(_, calls)| calls > 0), "the catch-up read from Redis ran");
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_unread_history_expired_is_told_to_handshake_again() {
+    let server = Arc::new(RedisServer::start());
+    let connect = || async {
+        let config = RedisConfig::new(server.url()).retention(Duration::from_millis(400));
+        RedisEngine::connect(config).await.unwrap()
+    };
+    let (a, b) = (connect().await, connect().await);
+    start(&a);
+    let rec_b = start(&b);
+    let id = a.create_client().await.unwrap();
+    a.subscribe(&id, &ch("/x")).await.unwrap();
+    a.publish(&ch("/x"), msg("/x", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The client never read on A; its next connect lands on B after the bus
+    // dropped what it missed: its session ends rather than silently skipping.
+    assert!(b.take_queue(&id).await.unwrap().is_empty());
+    assert!(!a.client_exists(&id).await.unwrap());
+    assert!(rec_b.events().contains(&EngineEvent::Disconnect(id)));
+    a.shutdown().await;
+    b.shutdown().await;
+}
