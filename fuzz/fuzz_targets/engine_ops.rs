@@ -127,7 +127,11 @@ async fn run(ops: Vec<Op>) {
     engine.start(EngineContext {
         listener: recorder.clone(),
         timeout: Duration::from_secs(3600),
-        limits: Limits { max_subscriptions: MAX_SUBSCRIPTIONS, max_queue: MAX_QUEUE },
+        limits: Limits {
+            max_subscriptions: MAX_SUBSCRIPTIONS,
+            max_queue: MAX_QUEUE,
+            max_queue_bytes: usize::MAX,
+        },
     });
     let mut model = Model::default();
     let mut ids: Vec<ClientId> = Vec::new();
