@@ -42,7 +42,7 @@ mod socket;
 
 pub use auth::TokenAuth;
 use binding::Registry;
-pub use client::{ClientError, LocalClient, ReceivedMessage, Subscription};
+pub use client::{ClientError, LocalClient, ReceivedMessage, SUBSCRIPTION_BUFFER, Subscription};
 use cow_list::CowList;
 pub use extension::{BoxFuture, Extension, RequestInfo};
 use extension::{Stage, pipe};
