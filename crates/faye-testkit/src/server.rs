@@ -89,6 +89,14 @@ impl FayeProcess {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The server's resident memory, in KiB (`VmRSS` in `/proc/PID/status`), where
+    /// the system reports it.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// Kills the child now (it is also killed on drop).
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
