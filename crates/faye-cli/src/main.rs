@@ -82,6 +82,14 @@ struct ServeArgs {
     /// applies messages as they arrive.
     #[arg(long, env = "FAYE_ORDER_WAIT", default_value_t = 0.5)]
     order_wait: f64,
+    /// Most publishes per second per client (default: no limit); past it a publish
+    /// gets `429:<channel>:Too many publishes`. Publishes naming no client of this
+    /// server share one allowance.
+    #[arg(long, env = "FAYE_MAX_PUBLISHES_PER_SECOND")]
+    max_publishes_per_second: Option<u32>,
+    /// Most bytes of published messages per second per client (default: no limit).
+    #[arg(long, env = "FAYE_MAX_PUBLISH_BYTES_PER_SECOND")]
+    max_publish_bytes_per_second: Option<u64>,
     /// Seconds a write may wait for a peer that reads nothing; then the connection
     /// is closed.
     #[arg(long, env = "FAYE_WRITE_TIMEOUT", default_value_t = 30.0)]
@@ -170,7 +178,9 @@ async fn serve_with<E: Engine>(engine: E, kind: &str, args: ServeArgs) -> anyhow
         .max_queue_per_client(args.max_queue)
         .max_queue_bytes_per_client(args.max_queue_bytes)
         .max_clients(args.max_clients)
-        .max_handshakes_per_request(args.max_handshakes_per_request);
+        .max_handshakes_per_request(args.max_handshakes_per_request)
+        .max_publishes_per_second(args.max_publishes_per_second)
+        .max_publish_bytes_per_second(args.max_publish_bytes_per_second);
     let server = Server::new(engine, server_options);
     let mut options = FayeOptions::default()
         .mount(args.mount)

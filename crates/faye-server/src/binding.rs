@@ -12,6 +12,7 @@ use faye_engine::{ClientId, EngineEvent, EngineListener};
 use crate::cow_list::CowList;
 use crate::monitor::{Event, Listener};
 use crate::order::Sequencer;
+use crate::rate::Limiter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +63,8 @@ pub(crate) struct Registry {
     pub(crate) monitors: CowList<Listener>,
     /// Each client's messages applied in the order it sent them.
     pub(crate) order: Sequencer,
+    /// Publish rate limits, when configured.
+    pub(crate) rates: Limiter,
     /// Live clients, as the engine's handshake and disconnect events count them.
     clients: AtomicUsize,
 }
@@ -142,6 +145,7 @@ impl EngineListener for Registry {
         }
         if let Some(client) = close {
             self.order.end(&client);
+            self.rates.end(&client);
             if let Some(binding) = self.bindings.pin().remove(&client) {
                 binding.end(true);
             }

@@ -216,6 +216,7 @@ impl<E: Engine> Server<E> {
             match self.engine().create_client().await {
                 Ok(id) => {
                     self.shared.registry.order.start(id, msg.id.as_ref());
+                    self.shared.registry.rates.start(id);
                     reply.client_id = Some(id.to_string());
                 }
                 Err(e) => {
@@ -407,7 +408,12 @@ impl<E: Engine> Server<E> {
             reply.error = Some(BayeuxError::parameter_missing("data").into());
         }
         if let Some(channel) = channel.filter(|_| reply.error.is_none()) {
-            match self.engine().publish(&channel, EncodedMessage::delivery(&msg)).await {
+            let encoded = EncodedMessage::delivery(&msg);
+            if !self.shared.registry.rates.allow(msg.client_id.as_deref(), encoded.json().len()) {
+                reply.error = Some(format!("429:{channel}:Too many publishes"));
+                return finish(reply);
+            }
+            match self.engine().publish(&channel, encoded).await {
                 Ok(()) => self.emit(|| Event::Publish {
                     client_id: msg.client_id.clone(),
                     channel: channel.as_str().to_owned(),

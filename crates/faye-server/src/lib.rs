@@ -38,6 +38,7 @@ mod extension;
 mod handlers;
 mod monitor;
 mod order;
+mod rate;
 mod socket;
 
 pub use auth::TokenAuth;
@@ -58,6 +59,7 @@ pub struct ServerOptions {
     max_channel_length: usize,
     max_channel_segments: usize,
     order_wait: Duration,
+    publish_rate: rate::PublishRate,
     max_clients: usize,
     max_handshakes_per_request: usize,
 }
@@ -71,6 +73,7 @@ impl Default for ServerOptions {
             max_channel_length: 1024,
             max_channel_segments: 64,
             order_wait: Duration::from_millis(500),
+            publish_rate: rate::PublishRate::default(),
             max_clients: 100_000,
             max_handshakes_per_request: 1,
         }
@@ -164,6 +167,26 @@ impl ServerOptions {
     /// `advice: {reconnect: "handshake", interval: <timeout>}`.
     pub fn max_handshakes_per_request(mut self, max: usize) -> Self {
         self.max_handshakes_per_request = max;
+        self
+    }
+
+    /// Most publishes per second one client may make (default: no limit, as in
+    /// Faye), with bursts of up to a second's worth. Past it a publish is refused
+    /// with `429:<channel>:Too many publishes` (Faye's client reports it to the
+    /// publication's errback; it does not retry). Clients are told apart by their
+    /// session on this server; publishes naming no client of this server share one
+    /// allowance, so an anonymous flood is throttled as one client.
+    pub fn max_publishes_per_second(mut self, limit: Option<u32>) -> Self {
+        self.publish_rate.messages = limit.map(f64::from);
+        self
+    }
+
+    /// Most bytes of published messages per second one client may send (default:
+    /// no limit), as [`ServerOptions::max_publishes_per_second`] counts messages.
+    /// A message bigger than a second's allowance goes through when the client has
+    /// sent nothing for a second, so no message is refused for its size alone.
+    pub fn max_publish_bytes_per_second(mut self, limit: Option<u64>) -> Self {
+        self.publish_rate.bytes = limit.map(|b| b as f64);
         self
     }
 
@@ -303,6 +326,7 @@ impl<E: Engine> Server<E> {
     /// Starts `engine` and builds a server over it.
     pub fn new(engine: E, options: ServerOptions) -> Self {
         let registry = Arc::new(Registry::default());
+        registry.rates.configure(options.publish_rate);
         engine.start(EngineContext {
             listener: registry.clone(),
             timeout: options.timeout,
