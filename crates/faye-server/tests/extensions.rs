@@ -1,5 +1,9 @@
 //! Extensions, monitoring events and the in-process client, as users see them.
 
+mod common;
+
+use common::{handshake, send};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,18 +16,6 @@ use serde_json::{Value, json};
 
 fn server() -> Server<MemoryEngine> {
     Server::new(MemoryEngine::new(), ServerOptions::default().timeout(Duration::from_secs(10)))
-}
-
-async fn send(server: &Server<MemoryEngine>, request: Value) -> Value {
-    let batch = decode_batch(request.to_string().as_bytes()).unwrap();
-    let info = RequestInfo { transport: "long-polling", ..Default::default() };
-    let replies = server.process(batch, &Context::remote(Arc::new(info))).await;
-    serde_json::from_slice(&encode_batch(&replies)).unwrap()
-}
-
-async fn handshake(server: &Server<MemoryEngine>) -> String {
-    let reply = send(server, json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]})).await;
-    reply[0]["clientId"].as_str().unwrap().to_owned()
 }
 
 fn quick_connect(id: &str) -> Value {

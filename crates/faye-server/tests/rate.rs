@@ -1,26 +1,15 @@
 //! Optional publish rate limits: per client, and one allowance for publishes that
 //! name no client of this server.
 
-use std::sync::Arc;
+mod common;
+
+use common::{handshake, send};
+
 use std::time::Duration;
 
 use faye_engine::MemoryEngine;
-use faye_protocol::{decode_batch, encode_batch};
-use faye_server::{Context, RequestInfo, Server, ServerOptions};
+use faye_server::{Server, ServerOptions};
 use serde_json::{Value, json};
-
-async fn send(server: &Server<MemoryEngine>, request: Value) -> Value {
-    let batch = decode_batch(request.to_string().as_bytes()).unwrap();
-    let info = RequestInfo { transport: "long-polling", ..Default::default() };
-    let replies = server.process(batch, &Context::remote(Arc::new(info))).await;
-    serde_json::from_slice(&encode_batch(&replies)).unwrap()
-}
-
-async fn handshake(server: &Server<MemoryEngine>) -> String {
-    let hs = json!({"channel": "/meta/handshake", "version": "1.0",
-                    "supportedConnectionTypes": ["long-polling"]});
-    send(server, hs).await[0]["clientId"].as_str().unwrap().to_owned()
-}
 
 /// Publishes `n` messages (one request each) as `client`; the errors, in order.
 async fn burst(server: &Server<MemoryEngine>, client: Option<&str>, n: usize) -> Vec<Value> {
