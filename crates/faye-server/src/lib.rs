@@ -358,8 +358,10 @@ impl<E: Engine> Server<E> {
         let mut held = FuturesUnordered::new();
         let mut replies = Vec::new();
         for msg in messages {
-            let turn = self.turn(&msg).await;
-            if msg.channel.as_deref() == Some(MetaChannel::Connect.name()) {
+            let connect = msg.channel.as_deref() == Some(MetaChannel::Connect.name());
+            // A connect never waits for the client's earlier messages.
+            let turn = self.turn(&msg, !connect).await;
+            if connect {
                 let mut connect = Box::pin(self.handle(msg, ctx));
                 // Run it until it holds; it counts as applied from then on.
                 let first = std::future::poll_fn(|cx| Poll::Ready(connect.as_mut().poll(cx)));
@@ -379,12 +381,14 @@ impl<E: Engine> Server<E> {
         replies
     }
 
-    /// Waits for `msg`'s turn among its client's messages; see [`order`].
-    async fn turn(&self, msg: &Message) -> Option<order::Turn> {
+    /// Waits for `msg`'s turn among its client's messages (if `may_wait`); see
+    /// [`order`].
+    async fn turn(&self, msg: &Message, may_wait: bool) -> Option<order::Turn> {
         let wait = self.shared.options.order_wait;
         if wait.is_zero() {
             return None;
         }
+        let wait = if may_wait { wait } else { Duration::ZERO };
         self.shared.registry.order.turn(msg, wait).await
     }
 

@@ -184,7 +184,9 @@ impl Sequencer {
     }
 
     /// Waits until `msg` may be applied: its predecessor has been, or `wait` has
-    /// passed. `None` for a message that is not ordered.
+    /// passed (at once for a zero `wait`: the message is applied ahead of any gap,
+    /// which stays open for the messages still missing). `None` for a message that
+    /// is not ordered.
     pub(crate) async fn turn(&self, msg: &Message, wait: Duration) -> Option<Turn> {
         let (id, letters) = msg.id.as_ref().and_then(counter)?;
         let client = msg.client_id.as_deref().and_then(ClientId::parse)?;
@@ -195,7 +197,7 @@ impl Sequencer {
             {
                 let mut state = lock(&order.state);
                 state.letters |= letters;
-                if state.place(id) == Place::Now {
+                if wait.is_zero() || state.place(id) == Place::Now {
                     return Some(Turn { order: order.clone(), id, waited_out: false });
                 }
             }

@@ -127,3 +127,30 @@ async fn ordering_can_be_turned_off() {
     send(&server, publishes(&publisher, 2..5)).await;
     assert_eq!(received(&server, &sub).await, vec![5, 6, 7, 2, 3, 4]);
 }
+
+/// A connect sent after messages still in flight does not wait for them, and
+/// does not make them late: they are still applied in order when they come.
+#[tokio::test(start_paused = true)]
+async fn a_connect_after_a_gap_neither_waits_nor_closes_it() {
+    let server = Server::new(MemoryEngine::new(), ServerOptions::default());
+    let sub = subscriber(&server).await;
+    let publisher = handshake(&server).await;
+    let connect = json!([{"channel": "/meta/connect", "clientId": publisher,
+                          "connectionType": "long-polling", "advice": {"timeout": 0}, "id": "a"}]);
+    let start = tokio::time::Instant::now();
+    send(&server, connect).await;
+    assert_eq!(start.elapsed(), Duration::ZERO, "the connect did not wait for 2..10");
+    let second = tokio::spawn({
+        let (server, batch) = (server.clone(), publishes(&publisher, 6..10));
+        async move { send(&server, batch).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!second.is_finished(), "6.. still waits for 2..6");
+    send(&server, publishes(&publisher, 2..6)).await;
+    second.await.unwrap();
+    assert_eq!(received(&server, &sub).await, (2..10).collect::<Vec<_>>());
+    // And the id after the connect follows on from it.
+    let start = tokio::time::Instant::now();
+    send(&server, publishes(&publisher, 11..12)).await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
