@@ -214,6 +214,8 @@ const READ_BLOCK: Duration = Duration::from_secs(2);
 const FETCH_BATCH: usize = 1024;
 /// Longest a publish waits for this node to route its own entry.
 const PUBLISH_WAIT: Duration = Duration::from_secs(1);
+/// Reconnect attempts per round, after the first (see `RedisEngine::connect`).
+const RECONNECT_RETRIES: usize = 2;
 /// Expired clients one collector pass handles per round trip.
 const GC_BATCH: usize = 100;
 
@@ -227,9 +229,16 @@ impl RedisEngine {
             return Err(Error::Namespace(ns.clone()));
         }
         let client = redis::Client::open(config.url.as_str()).map_err(Error::Url)?;
+        // Every request waits for a reconnection in progress, and the manager's
+        // default (6 retries, backing off to 3.2 s) would hold each request for
+        // ~6 s while Redis is down. Two quick retries make requests fail fast; the
+        // next request (the bus reader asks at least every 2 s) starts another
+        // round, so reconnecting goes on for as long as the outage lasts.
         let settings = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.response_timeout));
+            .set_connection_timeout(Some(config.response_timeout))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(Duration::from_millis(400));
         let mut conn = ConnectionManager::new_with_config(client.clone(), settings.clone())
             .await
             .map_err(Error::Redis)?;

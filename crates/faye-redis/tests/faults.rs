@@ -193,6 +193,35 @@ async fn after_redis_restarts_empty_the_engine_reconnects_and_lets_go_of_lost_se
     a.shutdown().await;
 }
 
+/// Down long enough for the connection manager to exhaust a round of reconnect
+/// attempts: requests keep failing fast meanwhile, and the engine still comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_for_seconds_fails_requests_fast_and_the_engine_comes_back() {
+    let server = Arc::new(RedisServer::start());
+    let a = node(&server).await;
+    let rec = start(&a);
+    let id = a.create_client().await.unwrap();
+    server.kill();
+    let down = tokio::time::Instant::now();
+    let mut failed = 0;
+    while down.elapsed() < Duration::from_secs(8) {
+        let published =
+            bounded("a publish while Redis is down", a.publish(&ch("/feed"), msg(0))).await;
+        assert!(matches!(published, Err(EngineError::Backend(_))), "{published:?}");
+        failed += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // With the redis crate's default reconnect policy each request here waited ~6 s.
+    assert!(failed >= 4, "requests hung while Redis was down: {failed} in 8 s");
+    server.restart();
+    wait_event(&rec, EngineEvent::Close(id)).await;
+    let fresh = until_ok("a handshake after Redis came back", || a.create_client()).await;
+    a.subscribe(&fresh, &ch("/feed")).await.unwrap();
+    a.publish(&ch("/feed"), msg(1)).await.unwrap();
+    assert_eq!(numbers(a.take_queue(&fresh).await.unwrap()), [1]);
+    a.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_taken_over_after_its_node_dies_gets_everything_after_its_last_take() {
     let server = Arc::new(RedisServer::start());
