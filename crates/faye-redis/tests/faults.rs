@@ -254,11 +254,9 @@ async fn a_client_taken_over_after_its_node_dies_gets_everything_after_its_last_
 async fn send(server: &Server<RedisEngine>, request: Value) -> Value {
     let batch = decode_batch(request.to_string().as_bytes()).unwrap();
     let info = RequestInfo { transport: "long-polling", ..Default::default() };
-    let replies = bounded(
-        "a request to the server",
-        server.process(batch, &Context::remote(Arc::new(info))),
-    )
-    .await;
+    let replies =
+        bounded("a request to the server", server.process(batch, &Context::remote(Arc::new(info))))
+            .await;
     serde_json::from_slice(&encode_batch(&replies)).unwrap()
 }
 

@@ -164,7 +164,9 @@ fn spawn(port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("cannot run redis-server ({e}); install it (Debian: apt-get install redis-server)")
+            panic!(
+                "cannot run redis-server ({e}); install it (Debian: apt-get install redis-server)"
+            )
         })
 }
 
