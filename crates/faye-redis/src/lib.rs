@@ -22,6 +22,7 @@
 //! ```
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -171,6 +172,9 @@ struct Inner {
     routed: watch::Sender<StreamId>,
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set by the bus reader while it cannot read Redis: the reader logs the
+    /// outage once, and everything else that fails meanwhile stays quiet.
+    unreachable: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -210,6 +214,8 @@ const READ_BLOCK: Duration = Duration::from_secs(2);
 const FETCH_BATCH: usize = 1024;
 /// Longest a publish waits for this node to route its own entry.
 const PUBLISH_WAIT: Duration = Duration::from_secs(1);
+/// Reconnect attempts per round, after the first (see `RedisEngine::connect`).
+const RECONNECT_RETRIES: usize = 2;
 /// Expired clients one collector pass handles per round trip.
 const GC_BATCH: usize = 100;
 
@@ -223,9 +229,16 @@ impl RedisEngine {
             return Err(Error::Namespace(ns.clone()));
         }
         let client = redis::Client::open(config.url.as_str()).map_err(Error::Url)?;
+        // Every request waits for a reconnection in progress, and the manager's
+        // default (6 retries, backing off to 3.2 s) would hold each request for
+        // ~6 s while Redis is down. Two quick retries make requests fail fast; the
+        // next request (the bus reader asks at least every 2 s) starts another
+        // round, so reconnecting goes on for as long as the outage lasts.
         let settings = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.response_timeout));
+            .set_connection_timeout(Some(config.response_timeout))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(Duration::from_millis(400));
         let mut conn = ConnectionManager::new_with_config(client.clone(), settings.clone())
             .await
             .map_err(Error::Redis)?;
@@ -280,6 +293,7 @@ impl RedisEngine {
                 routed: watch::channel(start).0,
                 cancel: CancellationToken::new(),
                 tasks: Mutex::new(Vec::new()),
+                unreachable: AtomicBool::new(false),
             }),
         })
     }
@@ -324,6 +338,68 @@ impl Inner {
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// Whether the bus reader has found Redis unreachable (and said so).
+    fn unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed)
+    }
+
+    /// After an outage: lets go of the held clients whose session Redis no longer
+    /// has (a restart without persistence, a failover to a replica that had not
+    /// caught up), reporting them closed so that the server closes their
+    /// connections and their next connect is told to handshake again. Only
+    /// clients held since before the outage began are considered: one created
+    /// meanwhile may not have reached Redis yet, and is not lost.
+    /// `Err` if Redis could not be asked (the caller tries again later).
+    async fn forget_lost_sessions(
+        &self,
+        outage_began: tokio::time::Instant,
+    ) -> Result<(), RedisError> {
+        let held: Vec<ClientId> = self
+            .router()
+            .clients
+            .iter()
+            .filter(|(_, local)| local.since < outage_began)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut lost = 0usize;
+        for batch in held.chunks(GC_BATCH * 10) {
+            let mut pipe = redis::pipe();
+            for id in batch {
+                pipe.cmd("EXISTS").arg(self.keys.client(id));
+            }
+            // The command connection may learn only now, from this very command,
+            // that Redis went away: it reconnects, and a second try goes through.
+            let mut tries = 0;
+            let exists: Vec<bool> = loop {
+                match pipe.query_async(&mut self.conn()).await {
+                    Ok(exists) => break exists,
+                    Err(e) if tries >= 2 => return Err(e),
+                    Err(_) => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            };
+            for (id, exists) in batch.iter().zip(exists) {
+                if exists {
+                    continue;
+                }
+                let Some(local) = self.router().evict(id) else {
+                    continue;
+                };
+                lost += 1;
+                self.report_destroyed(id, local.subs.into_iter().collect());
+            }
+        }
+        if lost > 0 {
+            tracing::warn!(
+                sessions = lost,
+                "Redis lost sessions held on this node (restarted empty?): their clients must handshake again"
+            );
+        }
+        Ok(())
     }
 
     /// An `XADD` to the bus that also trims entries older than the retention
@@ -596,10 +672,15 @@ impl Inner {
 }
 
 /// Reads the bus from where this node left off, for as long as the engine lives.
-/// A failed read (Redis restarting, say) is logged and retried; the connection
-/// manager reconnects, and reading resumes from the last entry routed.
+/// It is also the engine's watch on Redis: a failed read (Redis restarting,
+/// stalled or unreachable) is logged once per outage and retried with a backoff;
+/// the connection manager reconnects, reading resumes after the last entry
+/// routed, and the end of the outage is logged with its length.
 async fn read_bus(inner: Weak<Inner>, mut conn: ConnectionManager, cancel: CancellationToken) {
     let mut failures = 0u32;
+    let mut outage_began = tokio::time::Instant::now();
+    // An outage whose lost sessions are still to be looked for.
+    let mut unchecked: Option<tokio::time::Instant> = None;
     loop {
         let Some(engine) = inner.upgrade() else {
             return;
@@ -623,8 +704,24 @@ async fn read_bus(inner: Weak<Inner>, mut conn: ConnectionManager, cancel: Cance
         match reply.map_err(backend).and_then(|v| stream::parse_read(&v).map_err(malformed)) {
             Ok(entries) => {
                 if failures > 0 {
-                    tracing::info!("reading the Redis bus again");
+                    tracing::warn!(
+                        after = ?outage_began.elapsed(),
+                        "Redis reachable again: reading the bus from where this node left off"
+                    );
                     failures = 0;
+                    engine.unreachable.store(false, Ordering::Relaxed);
+                    unchecked = Some(outage_began);
+                }
+                if let Some(began) = unchecked {
+                    match engine.forget_lost_sessions(began).await {
+                        Ok(()) => unchecked = None,
+                        // Such a client still gets 401 on its next request; only
+                        // a connection held here waits for the next try.
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "could not check which sessions Redis kept; will try again"
+                        ),
+                    }
                 }
                 if !entries.is_empty() {
                     engine.route(entries).await;
@@ -633,7 +730,13 @@ async fn read_bus(inner: Weak<Inner>, mut conn: ConnectionManager, cancel: Cance
             Err(e) => {
                 failures += 1;
                 if failures == 1 {
-                    tracing::error!(error = %e, "cannot read the Redis bus; retrying");
+                    outage_began = tokio::time::Instant::now();
+                    engine.unreachable.store(true, Ordering::Relaxed);
+                    tracing::error!(
+                        error = %e,
+                        "cannot read the Redis bus: Redis unreachable? Requests that need it fail \
+                         until it is back; retrying"
+                    );
                 }
                 drop(engine);
                 let backoff = Duration::from_millis(100 * u64::from(failures.min(20)));
@@ -658,7 +761,9 @@ async fn collect_expired(inner: Weak<Inner>, every: Duration, cancel: Cancellati
         let Some(engine) = inner.upgrade() else {
             return;
         };
-        if let Err(e) = engine.collect().await {
+        if let Err(e) = engine.collect().await
+            && !engine.unreachable()
+        {
             tracing::warn!(error = %e, "collecting expired clients failed; will retry");
         }
     }
@@ -834,6 +939,7 @@ impl Engine for RedisEngine {
         let mut routed = inner.routed.subscribe();
         if tokio::time::timeout(PUBLISH_WAIT, routed.wait_for(|last| *last >= id)).await.is_err()
             && !inner.cancel.is_cancelled()
+            && !inner.unreachable()
         {
             tracing::warn!(entry = %id, "the bus reader is behind; publish returns before routing");
         }
@@ -875,7 +981,9 @@ impl Engine for RedisEngine {
                 .await;
             // The messages are already taken: hand them over. A stale cursor can
             // only make a later takeover deliver some of them twice.
-            if let Err(e) = written {
+            if let Err(e) = written
+                && !inner.unreachable()
+            {
                 tracing::warn!(%client, error = %e, "could not record a client's cursor");
             }
         }

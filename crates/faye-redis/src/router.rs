@@ -25,6 +25,8 @@ pub(crate) struct Local {
     /// The cursor last written to Redis, and when.
     pub(crate) persisted: StreamId,
     pub(crate) persisted_at: Instant,
+    /// When this node started holding the client.
+    pub(crate) since: Instant,
 }
 
 impl Local {
@@ -37,6 +39,7 @@ impl Local {
             owned_at,
             persisted: cursor,
             persisted_at: Instant::now(),
+            since: Instant::now(),
         }
     }
 

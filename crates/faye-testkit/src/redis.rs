@@ -5,12 +5,14 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A running `redis-server`, killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
-    child: Child,
+    // Behind a lock so that a test sharing the server (`Arc`) can restart it.
+    child: Mutex<Child>,
     /// The port it listens on (127.0.0.1).
     pub port: u16,
 }
@@ -24,22 +26,59 @@ impl RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run redis-server ({e}); install it (Debian: apt-get install redis-server)")
-                });
-            let mut server = Self { child, port };
+            let server = Self { child: Mutex::new(spawn(port)), port };
             match server.wait_ready(Duration::from_secs(10)) {
                 Ok(()) => return server,
                 Err(e) => last_error = e,
             }
         }
         panic!("redis-server did not start: {last_error}");
+    }
+
+    /// Kills the server (SIGKILL: no shutdown, as in a crash) and starts a new one
+    /// on the same port, empty: the test server keeps nothing on disk. Waits (up
+    /// to 10 s) until it answers `PING`.
+    pub fn restart(&self) {
+        self.kill();
+        // The old process's port may linger a moment; redis-server exits at once
+        // if it cannot bind, so try again.
+        for _ in 0..50 {
+            *self.child() = spawn(self.port);
+            if self.wait_ready(Duration::from_secs(10)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    /// Kills the server (SIGKILL); [`RedisServer::restart`] starts it again.
+    pub fn kill(&self) {
+        let mut child = self.child();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open but nothing is
+    /// answered, as when Redis is unreachable over the network or stalled.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a [`RedisServer::pause`]d process (SIGCONT): it answers what it
+    /// received meanwhile, in order.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child().id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    fn child(&self) -> MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `redis://127.0.0.1:<port>/`.
@@ -86,10 +125,10 @@ impl RedisServer {
             .collect()
     }
 
-    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+    fn wait_ready(&self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child().try_wait() {
                 return Err(format!("redis-server exited: {status}"));
             }
             if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
@@ -104,16 +143,31 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
+        let _ = self.child().kill();
         Err("no PONG within the time limit".into())
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // A paused server must not outlive the test either: SIGKILL works on a
+        // stopped process.
+        self.kill();
     }
+}
+
+fn spawn(port: u16) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run redis-server ({e}); install it (Debian: apt-get install redis-server)"
+            )
+        })
 }
 
 fn free_port() -> u16 {
