@@ -286,7 +286,12 @@ async fn through_the_server_a_stalled_redis_gives_500_and_a_restarted_one_gives_
 
     redis.pause();
     let refused = send(&server, publish(&id, 1)).await;
+    // A connect meanwhile is told to retry, not to start a new session.
+    let later = send(&server, connect(&id)).await;
     redis.resume();
+    assert_eq!(later[0]["error"], "500::Internal server error", "{later}");
+    assert_eq!(later[0]["advice"]["reconnect"], "retry", "{later}");
+    assert_eq!(later[0]["advice"]["interval"], 1000, "{later}");
     assert_eq!(refused[0]["successful"], false, "{refused}");
     assert_eq!(refused[0]["error"], "500::Internal server error", "{refused}");
 

@@ -15,6 +15,13 @@ use crate::binding::{Binding, BindingGuard};
 use crate::extension::{Stage, pipe};
 use crate::{Context, Event, Reply, Server};
 
+/// The error of a reply whose engine failed (`500::Internal server error`).
+static SERVER_ERROR: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| BayeuxError::server_error().into());
+
+/// How long a client whose request met an engine failure is advised to wait.
+const ENGINE_RETRY: Duration = Duration::from_secs(1);
+
 /// Faye's `_makeResponse`: id, clientId, channel and error copied when truthy.
 fn make_response(msg: &Message) -> Message {
     Message {
@@ -116,7 +123,13 @@ impl<E: Engine> Server<E> {
     fn advice(&self, reply: &Message, eventsource: bool) -> Value {
         let opts = &self.shared.options;
         let ms = |d: Duration| d.as_millis() as u64;
-        if reply.error.is_some() {
+        let engine_failed = reply.error.as_deref() == Some(SERVER_ERROR.as_str());
+        if engine_failed {
+            // The engine (Redis, say) did not answer: the session may well be intact,
+            // so the client should try again in a moment, not start a new session.
+            json!({"reconnect": "retry", "interval": ms(opts.interval.max(ENGINE_RETRY)),
+                   "timeout": ms(opts.timeout)})
+        } else if reply.error.is_some() {
             json!({"reconnect": "handshake"})
         } else if eventsource {
             json!({"reconnect": "retry", "interval": ms(opts.timeout), "timeout": 0})
