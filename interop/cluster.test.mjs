@@ -157,7 +157,7 @@ describe(`${NODES} faye serve nodes on one Redis`, () => {
   }
 
   it('a long-polling client whose every poll goes to another node receives 10,000 messages, ' +
-    'none lost or reordered', { timeout: 90_000 }, async () => {
+    'none lost or reordered', { timeout: 90_000 }, async (t) => {
     const PUBLISHERS = 2;
     const PER_PUBLISHER = 5000;
     const BURST = 250;
@@ -212,6 +212,7 @@ describe(`${NODES} faye serve nodes on one Redis`, () => {
       // nodes, and each node answered some of them with part of the stream.
       const { connects, deliveries } = proxy.log;
       const perNode = nodes.map((_, i) => connects.filter((n) => n === i).length);
+      t.diagnostic(`polls per node: ${perNode}; deliveries per node: ${deliveries}`);
       assert.ok(perNode.every((count) => count >= 2), `/meta/connect requests per node: ${perNode}`);
       assert.ok(deliveries.every((count) => count > 0),
         `deliveries per node: ${deliveries} (the stream did not come through every node)`);
