@@ -2,6 +2,7 @@
 // instrumented official faye@1.4.3 Node client.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import faye from 'faye';
@@ -139,6 +140,75 @@ export function spawnUntilLine({ bin, args = [], env, pattern, stopSignal = 'SIG
       resolve({ match, proc, stop, stderr: () => stderr });
     });
   });
+}
+
+// A port that was free a moment ago (bound to 0, then released): another
+// process may take it first, so callers retry.
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// Resolves true once something on 127.0.0.1:`port` answers PING with +PONG.
+function redisAnswers(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let reply = '';
+    const done = (ok) => { socket.destroy(); resolve(ok); };
+    socket.setTimeout(1000, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      reply += chunk;
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+  });
+}
+
+// Starts a throwaway `redis-server` on a free port (never 6379), without
+// persistence, and resolves once it answers PING: { port, url, proc, stop() }.
+// `url` is redis://127.0.0.1:<port>/0. Killed when this process exits.
+export async function startRedis() {
+  let lastError;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    const proc = spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no',
+      '--bind', '127.0.0.1'], { stdio: ['ignore', 'ignore', 'ignore'] });
+    live.add(proc);
+    const exited = new Promise((resolve) => proc.on('exit', (code, signal) => {
+      live.delete(proc);
+      resolve({ code, signal });
+    }));
+    let spawnError;
+    proc.on('error', (error) => { spawnError = error; live.delete(proc); });
+    const stop = async () => {
+      if (spawnError) return { code: null, signal: null };
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      return exited;
+    };
+    try {
+      await waitFor(async () => {
+        if (spawnError) throw spawnError;
+        if (proc.exitCode !== null) throw new Error(`redis-server exited (code ${proc.exitCode})`);
+        return redisAnswers(port);
+      }, 10_000, `redis-server on port ${port} to answer PING`);
+      return { port, url: `redis://127.0.0.1:${port}/0`, proc, stop };
+    } catch (error) {
+      await stop();
+      if (spawnError) {
+        throw new Error(`cannot run redis-server (${spawnError.message}); ` +
+          'install it (Debian: apt-get install redis-server)');
+      }
+      lastError = error; // most likely the port was taken meanwhile: try another
+    }
+  }
+  throw lastError;
 }
 
 const APP_LINE = /^app on (http:\/\/127\.0\.0\.1:(\d+))\/ with Faye at (\/\S+)$/;

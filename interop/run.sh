@@ -7,11 +7,16 @@
 #                     `faye serve --websocket-deflate`
 #   browser.test.mjs  the browser client in headless Chromium (playwright-core
 #                     driving /usr/bin/chromium) against the axum example app
+#   cluster.test.mjs  three `faye serve --engine redis` nodes on a throwaway
+#                     redis-server: delivery across nodes, and a long-polling
+#                     client moved between nodes on every poll loses nothing
 # Usage: bash interop/run.sh   (from any directory)
 # $FAYE_BIN, default <repo>/target/debug/faye (`cargo build -p faye-cli`).
 # $FAYE_EXAMPLE_BIN, default <repo>/target/debug/examples/axum_app
 # (`cargo build -p faye-http --examples`).
 # Needs Debian's Chromium (`apt-get install chromium`); no browser is downloaded.
+# Needs redis-server (`apt-get install redis-server`); it is started on a free
+# port, never 6379's.
 set -euo pipefail
 # Relative paths are relative to the caller's directory.
 if [[ -n "${FAYE_BIN:-}" ]]; then export FAYE_BIN="$(realpath -m -- "$FAYE_BIN")"; fi
@@ -19,4 +24,5 @@ if [[ -n "${FAYE_EXAMPLE_BIN:-}" ]]; then export FAYE_EXAMPLE_BIN="$(realpath -m
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
-node --test --test-reporter=spec faye.test.mjs order.test.mjs deflate.test.mjs browser.test.mjs
+node --test --test-reporter=spec faye.test.mjs order.test.mjs deflate.test.mjs browser.test.mjs \
+    cluster.test.mjs

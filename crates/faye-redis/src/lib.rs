@@ -212,6 +212,8 @@ const READ_BATCH: usize = 1024;
 const READ_BLOCK: Duration = Duration::from_secs(2);
 /// Entries one catch-up `XRANGE` returns at most.
 const FETCH_BATCH: usize = 1024;
+/// `SET_CURSOR`'s answer when another node owns the client.
+const MOVED: i64 = 2;
 /// Longest a publish waits for this node to route its own entry.
 const PUBLISH_WAIT: Duration = Duration::from_secs(1);
 /// Reconnect attempts per round, after the first (see `RedisEngine::connect`).
@@ -495,7 +497,9 @@ impl Inner {
     /// go), and rebuilds its queue from the bus. `false` if the client is gone.
     async fn adopt(&self, client: &ClientId) -> Result<bool, EngineError> {
         let mut pipe = redis::pipe();
-        pipe.cmd("HGET").arg(self.keys.client(client)).arg("cur");
+        let mut take = scripts::ADOPT.key(self.keys.client(client));
+        take.arg(&self.node);
+        pipe.invoke_script(&take);
         pipe.cmd("SMEMBERS").arg(self.keys.subs(client));
         pipe.add_command(self.xadd(&[
             (field::KIND, tag::OWN.as_bytes()),
@@ -503,7 +507,7 @@ impl Inner {
             (field::NODE, self.node.as_bytes()),
         ]));
         let (cursor, subs, owned_at): (Option<String>, Vec<String>, String) =
-            pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+            self.query_pipe(&pipe).await?;
         let Some(cursor) = cursor else {
             return Ok(false);
         };
@@ -804,6 +808,8 @@ impl Engine for RedisEngine {
             .arg(&ck)
             .arg("cur")
             .arg(cursor.to_string())
+            .arg("own")
+            .arg(&inner.node)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&ck)
@@ -948,46 +954,58 @@ impl Engine for RedisEngine {
 
     async fn take_queue(&self, client: &ClientId) -> Result<Vec<EncodedMessage>, EngineError> {
         let inner = &self.inner;
-        let held = inner.router().clients.contains_key(client);
-        if !held && !inner.adopt(client).await? {
-            return Ok(Vec::new());
-        }
         let refresh = inner.ctx()?.timeout / 2;
-        let (messages, cursor) = {
-            let mut router = inner.router();
-            let last = router.last;
-            let Some(local) = router.clients.get_mut(client) else {
+        // A node whose reader has not yet seen another node take the client over
+        // still holds it, with a queue the other node has delivered already. The
+        // cursor write finds that out (another node owns the client), and the
+        // client is taken back, from its real cursor, before anything is handed out.
+        for _ in 0..3 {
+            let held = inner.router().clients.contains_key(client);
+            if !held && !inner.adopt(client).await? {
                 return Ok(Vec::new());
-            };
-            let messages = std::mem::take(&mut local.queue);
-            local.queued_bytes = 0;
-            local.cursor = local.cursor.max(last);
-            // Record the cursor when messages leave (a next connect on another
-            // node starts after them), and now and then when idle, so that a quiet
-            // client's cursor never falls behind the bus's retention.
-            let write = local.cursor != local.persisted
-                && (!messages.is_empty() || local.persisted_at.elapsed() >= refresh);
-            if write {
-                local.persisted = local.cursor;
-                local.persisted_at = tokio::time::Instant::now();
             }
-            (messages, write.then_some(local.cursor))
-        };
-        if let Some(cursor) = cursor {
-            let written: Result<i64, _> = scripts::SET_CURSOR
-                .key(inner.keys.client(client))
-                .arg(cursor.to_string())
-                .invoke_async(&mut inner.conn())
-                .await;
-            // The messages are already taken: hand them over. A stale cursor can
-            // only make a later takeover deliver some of them twice.
-            if let Err(e) = written
-                && !inner.unreachable()
-            {
-                tracing::warn!(%client, error = %e, "could not record a client's cursor");
+            let (messages, cursor) = {
+                let mut router = inner.router();
+                let last = router.last;
+                let Some(local) = router.clients.get_mut(client) else {
+                    return Ok(Vec::new());
+                };
+                let messages = std::mem::take(&mut local.queue);
+                local.queued_bytes = 0;
+                local.cursor = local.cursor.max(last);
+                // Record the cursor when messages leave (a next connect on another
+                // node starts after them), and now and then when idle, so that a
+                // quiet client's cursor never falls behind the bus's retention.
+                let write = local.cursor != local.persisted
+                    && (!messages.is_empty() || local.persisted_at.elapsed() >= refresh);
+                if write {
+                    local.persisted = local.cursor;
+                    local.persisted_at = tokio::time::Instant::now();
+                }
+                (messages, write.then_some(local.cursor))
+            };
+            let Some(cursor) = cursor else {
+                return Ok(messages);
+            };
+            let mut set = scripts::SET_CURSOR.key(inner.keys.client(client));
+            set.arg(cursor.to_string()).arg(&inner.node);
+            match set.invoke_async::<i64>(&mut inner.conn()).await {
+                Ok(MOVED) => {
+                    tracing::debug!(%client, "the client moved to another node: taking it back");
+                    inner.router().evict(client);
+                }
+                Ok(_) => return Ok(messages),
+                // The messages are already taken: hand them over. A stale cursor
+                // can only make a later takeover deliver some of them twice.
+                Err(e) => {
+                    if !inner.unreachable() {
+                        tracing::warn!(%client, error = %e, "could not record a client's cursor");
+                    }
+                    return Ok(messages);
+                }
             }
         }
-        Ok(messages)
+        Err(EngineError::Backend("a client kept moving between nodes".into()))
     }
 
     async fn shutdown(&self) {

@@ -54,13 +54,31 @@ return subs
     )
 });
 
-/// KEYS: client. ARGV: cursor. Records how far the client has read, unless the
-/// client is gone (a plain HSET would recreate it without a lifetime).
+/// KEYS: client. ARGV: cursor, node. Records how far the client has read, if
+/// this node still owns the client. Returns 1 (recorded), 0 (the client is
+/// gone; a plain HSET would recreate it without a lifetime) or 2 (another node
+/// took the client over since: this node's queue for it is stale).
 pub(crate) static SET_CURSOR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'cur', ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local own = redis.call('HGET', KEYS[1], 'own')
+if own and own ~= ARGV[2] then return 2 end
+redis.call('HSET', KEYS[1], 'cur', ARGV[1])
 return 1
+",
+    )
+});
+
+/// KEYS: client. ARGV: node. Makes this node the client's owner and returns its
+/// cursor, in one step so that the former owner cannot move the cursor in
+/// between; nil if the client is gone.
+pub(crate) static ADOPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSET', KEYS[1], 'own', ARGV[1])
+return redis.call('HGET', KEYS[1], 'cur')
 ",
     )
 });
@@ -76,6 +94,6 @@ return 0
 });
 
 /// Every script, for loading before they are used in a pipeline.
-pub(crate) fn all() -> [&'static Script; 5] {
-    [&SUBSCRIBE, &DESTROY, &REAP, &SET_CURSOR, &UNLOCK]
+pub(crate) fn all() -> [&'static Script; 6] {
+    [&SUBSCRIBE, &DESTROY, &REAP, &SET_CURSOR, &ADOPT, &UNLOCK]
 }

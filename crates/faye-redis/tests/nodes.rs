@@ -166,3 +166,84 @@ async fn a_client_whose_unread_history_expired_is_told_to_handshake_again() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A node still holding a client it has not yet seen move away (its bus reader
+/// lags behind a takeover) must not hand out the queue it kept: the node the
+/// client moved to delivered it already. Publishers flood the bus from two
+/// nodes so that the readers lag, while the client polls each node in turn as
+/// fast as it can; every message must come exactly once, in each publisher's
+/// order. (Found by interop/cluster.test.mjs: a node's stale queue was handed
+/// out again, and its cursor written back over a newer one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_missed_a_takeover_does_not_hand_out_its_stale_queue() {
+    let server = Arc::new(RedisServer::start());
+    let (a, b, c) = (
+        TestEngine::on(server.clone()).await,
+        TestEngine::on(server.clone()).await,
+        TestEngine::on(server.clone()).await,
+    );
+    let nodes = [a.clone(), b.clone(), c.clone()];
+    for node in &nodes {
+        start(node);
+    }
+    // Not on an empty bus: a client created then would have a cursor of 0-0 and be
+    // taken for one whose history expired on its first move (a known limit).
+    a.publish(&ch("/warm-up"), msg("/warm-up", 0)).await.unwrap();
+    let id = a.create_client().await.unwrap();
+    a.subscribe(&id, &ch("/flood")).await.unwrap();
+
+    const PER_PUBLISHER: usize = 4000;
+    let publishers: Vec<_> = [b.clone(), c.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(p, node)| {
+            tokio::spawn(async move {
+                for n in 0..PER_PUBLISHER {
+                    let json = format!(r#"{{"channel":"/flood","data":[{p},{n}]}}"#);
+                    let message = EncodedMessage::from_json(json.as_bytes());
+                    node.publish(&ch("/flood"), message).await.unwrap();
+                }
+            })
+        })
+        .collect();
+
+    let mut got: Vec<(usize, usize)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut turn = 0;
+    while got.len() < 2 * PER_PUBLISHER && tokio::time::Instant::now() < deadline {
+        got.extend(
+            texts(nodes[turn % 3].take_queue(&id).await.unwrap()).iter().map(|m| numbered(m)),
+        );
+        turn += 1;
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    // Anything still arriving is a duplicate.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for node in &nodes {
+        got.extend(texts(node.take_queue(&id).await.unwrap()).iter().map(|m| numbered(m)));
+    }
+    for p in 0..2 {
+        let seen: Vec<usize> = got.iter().filter(|(q, _)| *q == p).map(|(_, n)| *n).collect();
+        let wrong = seen.iter().enumerate().position(|(k, n)| *n != k);
+        assert_eq!(
+            wrong,
+            None,
+            "publisher {p}, {} polls: around the first wrong position: {:?}",
+            turn,
+            wrong.map(|w| &seen[w.saturating_sub(3)..(w + 5).min(seen.len())])
+        );
+        assert_eq!(seen.len(), PER_PUBLISHER, "publisher {p}'s messages, {turn} polls");
+    }
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+/// `(publisher, n)` from `{"channel":"/flood","data":[publisher,n]}`.
+fn numbered(json: &str) -> (usize, usize) {
+    let data = json.split(r#""data":["#).nth(1).and_then(|rest| rest.split(']').next());
+    let (p, n) = data.and_then(|d| d.split_once(',')).unwrap_or_else(|| panic!("{json}"));
+    (p.parse().unwrap(), n.parse().unwrap())
+}

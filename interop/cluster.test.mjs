@@ -1,0 +1,236 @@
+// Three `faye serve --engine redis` nodes on one throwaway redis-server, driven
+// by the official faye@1.4.3 Node client: a client of one node receives what
+// is published on another, and a long-polling client whose every poll lands on
+// a different node loses nothing and gets each publisher's messages in order.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { after, afterEach, before, describe, it } from 'node:test';
+import {
+  bounded, makeClient, sleep, startRedis, startServer, waitFor,
+} from './helpers.mjs';
+
+const NODES = 3;
+// How long we keep listening to be sure nothing more (a duplicate) arrives.
+const QUIET_MS = 500;
+
+// A round-robin HTTP proxy in front of `targets` (Bayeux endpoint URLs), so
+// that a Faye client, which always talks to one URL, really moves between
+// nodes. Requests carrying a /meta/connect go to the targets in turn, on their
+// own counter, so consecutive polls always land on different nodes; other
+// requests take turns too. No keep-alive on either side, so no connection ties
+// a client to a node. It records, per target, the /meta/connect requests it
+// forwarded and the deliveries (messages with `data`) their responses carried.
+function startRoundRobinProxy(targets) {
+  const turns = { connect: 0, other: 0 };
+  const log = {
+    connects: [], // target index of each /meta/connect request, in order
+    deliveries: targets.map(() => 0),
+  };
+  const server = http.createServer((request, response) => {
+    const chunks = [];
+    request.on('data', (chunk) => chunks.push(chunk));
+    request.on('end', () => {
+      const body = Buffer.concat(chunks);
+      let isConnect = false;
+      try {
+        isConnect = [].concat(JSON.parse(body)).some((m) => m?.channel === '/meta/connect');
+      } catch { /* not JSON: forwarded as is, as an `other` request */ }
+      const index = isConnect ? turns.connect++ % targets.length : turns.other++ % targets.length;
+      if (isConnect) log.connects.push(index);
+      const target = new URL(targets[index]);
+      const upstream = http.request({
+        host: target.hostname,
+        port: target.port,
+        method: request.method,
+        path: request.url,
+        headers: { ...request.headers, host: target.host, connection: 'close' },
+        agent: false,
+      }, (reply) => {
+        const replyChunks = [];
+        reply.on('data', (chunk) => replyChunks.push(chunk));
+        reply.on('end', () => {
+          const replyBody = Buffer.concat(replyChunks);
+          try {
+            log.deliveries[index] += [].concat(JSON.parse(replyBody))
+              .filter((m) => m && m.data !== undefined && !m.channel.startsWith('/meta/')).length;
+          } catch { /* not JSON: nothing delivered */ }
+          const headers = { ...reply.headers, connection: 'close' };
+          delete headers['transfer-encoding'];
+          headers['content-length'] = String(replyBody.length);
+          response.writeHead(reply.statusCode, headers);
+          response.end(replyBody);
+        });
+      });
+      upstream.on('error', (error) => {
+        response.writeHead(502, { connection: 'close' });
+        response.end(`proxy: ${error.message}`);
+      });
+      upstream.end(body);
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve({
+      url: `http://127.0.0.1:${server.address().port}${new URL(targets[0]).pathname}`,
+      log,
+      close: () => new Promise((done) => {
+        server.closeAllConnections();
+        server.close(() => done());
+      }),
+    }));
+  });
+}
+
+describe(`${NODES} faye serve nodes on one Redis`, () => {
+  let redis;
+  let nodes = [];
+  let clients = [];
+
+  const newClient = (url, transport) => {
+    const c = makeClient(url, transport);
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    redis = await startRedis();
+    nodes = await Promise.all(Array.from({ length: NODES }, () => startServer({
+      extraArgs: ['--engine', 'redis', '--redis-url', redis.url],
+    })));
+  });
+
+  afterEach(async () => {
+    const closing = clients;
+    clients = [];
+    await Promise.all(closing.map((c) => c.close()));
+  });
+
+  after(async () => {
+    const exits = await Promise.all(nodes.map((node) => node.stop()));
+    await redis?.stop();
+    exits.forEach((exit, i) => assert.deepEqual(exit, { code: 0, signal: null },
+      `node ${i} did not exit cleanly on SIGTERM; stderr:\n${nodes[i].stderr()}`));
+  });
+
+  for (const transport of ['websocket', 'long-polling']) {
+    it(`a subscriber on node A receives what is published on B and C, over ${transport}`,
+      { timeout: 30_000 }, async () => {
+        const channel = `/cluster/${transport}`;
+        const subscriber = newClient(nodes[0].url, transport);
+        const publishers = [newClient(nodes[1].url, transport), newClient(nodes[2].url, transport)];
+        const received = [];
+        await bounded(subscriber.client.subscribe(channel, (data) => received.push(data)),
+          5000, `subscribe to ${channel} on node A`);
+
+        // No pause after the acknowledgement: a subscription acknowledged on one
+        // node must see every later publish on any node.
+        for (const [i, publisher] of publishers.entries()) {
+          await bounded(publisher.client.publish(channel, { from: i + 1, text: `hello ${i}` }),
+            5000, `publish on node ${'BC'[i]}`);
+        }
+        await waitFor(() => received.length >= 2, 10_000,
+          `2 deliveries on node A (have ${received.length})`);
+        await sleep(QUIET_MS);
+
+        assert.deepEqual(received, [{ from: 1, text: 'hello 0' }, { from: 2, text: 'hello 1' }]);
+        // What the server sent, before the client's own channel filter.
+        const raw = subscriber.deliveries(channel);
+        assert.deepEqual(raw.map(({ message }) => message.data), received);
+        for (const { message, transport: via } of raw) {
+          assert.equal(via, transport, `a delivery arrived over ${via}`);
+          assert.ok(!('clientId' in message), `delivery carries a clientId: ${JSON.stringify(message)}`);
+        }
+        // Faye silently falls back to long-polling when a WebSocket fails.
+        for (const c of [subscriber, ...publishers]) {
+          assert.equal(c.connectionType(), transport);
+          assert.ok(c.outgoing.some((m) =>
+            m.channel === '/meta/connect' && m.connectionType === transport),
+          `no /meta/connect with connectionType ${transport}`);
+        }
+        if (transport === 'long-polling') {
+          assert.equal(subscriber.client._dispatcher.transports.websocket, undefined,
+            'a WebSocket was opened');
+        }
+        // The three clients are three different sessions, each on its own node.
+        assert.equal(new Set([subscriber, ...publishers].map((c) => c.clientId())).size, 3);
+      });
+  }
+
+  // TODO (issue 10): the Redis engine still delivers some blocks of messages twice to a
+  // client that moves between nodes on every poll (seen in every run: a block of about
+  // 100 repeated); nothing is lost or reordered otherwise. Marked `todo` so the suite
+  // reports it on every run without failing CI until the engine is fixed.
+  it('a long-polling client whose every poll goes to another node receives 10,000 messages, ' +
+    'none lost or reordered', {
+    timeout: 90_000,
+    todo: 'duplicates when a client moves between nodes on every poll (issue 10)',
+  }, async (t) => {
+    const PUBLISHERS = 2;
+    const PER_PUBLISHER = 5000;
+    const BURST = 250;
+    const TOTAL = PUBLISHERS * PER_PUBLISHER;
+    const channel = '/cluster/stream';
+    const proxy = await startRoundRobinProxy(nodes.map((node) => node.url));
+    try {
+      const subscriber = newClient(proxy.url, 'long-polling');
+      const received = [];
+      await bounded(subscriber.client.subscribe(channel, (data) => received.push(data)),
+        10_000, 'subscribe through the proxy');
+      // The publishers talk to nodes B and C directly, over WebSocket.
+      const publishers = Array.from({ length: PUBLISHERS },
+        (_, p) => newClient(nodes[1 + (p % (NODES - 1))].url, 'websocket'));
+      await Promise.all(publishers.map((c) =>
+        bounded(c.client.publish('/cluster/warm-up', {}), 10_000, 'warm-up publish')));
+
+      // Each publisher: bursts of BURST publishes in one tick, numbered, the
+      // next burst once the last is acknowledged; both publishers at once.
+      await Promise.all(publishers.map(async (publisher, p) => {
+        for (let start = 0; start < PER_PUBLISHER; start += BURST) {
+          const burst = [];
+          for (let n = start; n < Math.min(start + BURST, PER_PUBLISHER); n++) {
+            burst.push(publisher.client.publish(channel, { p, n }));
+          }
+          await bounded(Promise.all(burst), 20_000, `publisher ${p}'s burst from ${start}`);
+        }
+      }));
+      await waitFor(() => received.length >= TOTAL, 60_000,
+        `${TOTAL} deliveries (have ${received.length})`);
+      await sleep(QUIET_MS);
+
+      for (let p = 0; p < PUBLISHERS; p++) {
+        const seen = received.filter((d) => d.p === p).map((d) => d.n);
+        const wrong = seen.findIndex((n, k) => n !== k);
+        assert.equal(wrong, -1, `publisher ${p}: position ${wrong} holds ` +
+          `${JSON.stringify(seen.slice(Math.max(0, wrong - 3), wrong + 5))} (from position ${Math.max(0, wrong - 3)})`);
+        assert.equal(seen.length, PER_PUBLISHER, `publisher ${p}: deliveries`);
+      }
+      assert.equal(received.length, TOTAL, 'each message once');
+
+      // Over the wire, by long-polling, in one session (no re-handshake, which
+      // would mean the cluster had given up on the client).
+      const raw = subscriber.deliveries(channel);
+      assert.equal(raw.length, TOTAL);
+      assert.deepEqual([...new Set(raw.map(({ transport: via }) => via))], ['long-polling']);
+      assert.equal(subscriber.connectionType(), 'long-polling');
+      assert.equal(subscriber.outgoing.filter((m) => m.channel === '/meta/handshake').length, 1,
+        'the subscriber handshook more than once');
+
+      // The proxy really moved the client: its polls went round all three
+      // nodes, and each node answered some of them with part of the stream.
+      const { connects, deliveries } = proxy.log;
+      const perNode = nodes.map((_, i) => connects.filter((n) => n === i).length);
+      t.diagnostic(`polls per node: ${perNode}; deliveries per node: ${deliveries}`);
+      assert.ok(perNode.every((count) => count >= 2), `/meta/connect requests per node: ${perNode}`);
+      assert.ok(deliveries.every((count) => count > 0),
+        `deliveries per node: ${deliveries} (the stream did not come through every node)`);
+      assert.equal(deliveries.reduce((a, b) => a + b, 0), TOTAL,
+        `deliveries through the proxy per node: ${deliveries}`);
+    } finally {
+      // The clients first, so that their disconnects still reach a node.
+      const closing = clients;
+      clients = [];
+      await Promise.all(closing.map((c) => c.close()));
+      await proxy.close();
+    }
+  });
+});
