@@ -506,18 +506,23 @@ impl Inner {
             (field::CLIENT, client.as_str().as_bytes()),
             (field::NODE, self.node.as_bytes()),
         ]));
-        let (cursor, subs, owned_at): (Option<String>, Vec<String>, String) =
+        let (recorded, subs, owned_at): (Option<(String, u64)>, Vec<String>, String) =
             self.query_pipe(&pipe).await?;
-        let Some(cursor) = cursor else {
+        let Some((cursor, recorded_at)) = recorded else {
             return Ok(false);
         };
         let cursor = StreamId::parse(&cursor).ok_or_else(|| malformed("client cursor"))?;
         let owned_at = StreamId::parse(&owned_at).ok_or_else(|| malformed("XADD id"))?;
         let mut snapshot: Option<HashSet<String>> = Some(subs.into_iter().collect());
-        // Entries newer than the retention floor are never trimmed; a cursor older
-        // than it (with a margin for clock skew between nodes) may have lost some.
+        // Entries newer than the retention floor are never trimmed. The client had
+        // read everything up to its cursor when the cursor was recorded, so what it
+        // has not read is newer than that moment (or than the cursor's own entry):
+        // only if both are older than the retention (with a margin for clock skew
+        // and reader lag) may some of it have been trimmed. A quiet bus leaves the
+        // cursor's entry old; the moment it was recorded is what keeps it fresh.
         let retention = ms(self.retention());
-        if cursor.ms.saturating_add(retention - retention / 4) < now_ms() {
+        let read_as_of = cursor.ms.max(recorded_at);
+        if read_as_of.saturating_add(retention - retention / 4) < now_ms() {
             return self.history_lost(client).await;
         }
         let mut fetched: Vec<Arc<Entry>> = Vec::new();
@@ -808,6 +813,8 @@ impl Engine for RedisEngine {
             .arg(&ck)
             .arg("cur")
             .arg(cursor.to_string())
+            .arg("at")
+            .arg(now_ms())
             .arg("own")
             .arg(&inner.node)
             .ignore()
@@ -974,10 +981,12 @@ impl Engine for RedisEngine {
                 local.queued_bytes = 0;
                 local.cursor = local.cursor.max(last);
                 // Record the cursor when messages leave (a next connect on another
-                // node starts after them), and now and then when idle, so that a
-                // quiet client's cursor never falls behind the bus's retention.
-                let write = local.cursor != local.persisted
-                    && (!messages.is_empty() || local.persisted_at.elapsed() >= refresh);
+                // node starts after them), and now and then when idle (even if the
+                // cursor has not moved: the moment it is recorded keeps it fresh),
+                // so that a live client's cursor never looks older than the bus's
+                // retention.
+                let moved = local.cursor != local.persisted && !messages.is_empty();
+                let write = moved || local.persisted_at.elapsed() >= refresh;
                 if write {
                     local.persisted = local.cursor;
                     local.persisted_at = tokio::time::Instant::now();
@@ -988,7 +997,7 @@ impl Engine for RedisEngine {
                 return Ok(messages);
             };
             let mut set = scripts::SET_CURSOR.key(inner.keys.client(client));
-            set.arg(cursor.to_string()).arg(&inner.node);
+            set.arg(cursor.to_string()).arg(&inner.node).arg(now_ms());
             match set.invoke_async::<i64>(&mut inner.conn()).await {
                 Ok(MOVED) => {
                     tracing::debug!(%client, "the client moved to another node: taking it back");

@@ -167,6 +167,25 @@ async fn a_client_whose_unread_history_expired_is_told_to_handshake_again() {
     b.shutdown().await;
 }
 
+/// A client made while the bus is empty (or quiet) has a cursor whose entry is
+/// old (`0-0` here); it read everything as of its creation, so its first move to
+/// another node must not take it for one whose history expired. (Found by
+/// interop/cluster.test.mjs run on its own: the moving client was destroyed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_made_on_a_quiet_bus_can_move_to_another_node() {
+    let server = Arc::new(RedisServer::start());
+    let (a, b) = (TestEngine::on(server.clone()).await, TestEngine::on(server.clone()).await);
+    start(&a);
+    let rec_b = start(&b);
+    let id = a.create_client().await.unwrap();
+    a.subscribe(&id, &ch("/x")).await.unwrap();
+    assert!(b.take_queue(&id).await.unwrap().is_empty());
+    assert!(b.client_exists(&id).await.unwrap(), "the move ended the session");
+    assert!(!rec_b.events().contains(&EngineEvent::Disconnect(id)));
+    a.publish(&ch("/x"), msg("/x", 1)).await.unwrap();
+    assert_eq!(take_n(&b, &id, 1).await, [r#"{"channel":"/x","data":1}"#]);
+}
+
 /// A node still holding a client it has not yet seen move away (its bus reader
 /// lags behind a takeover) must not hand out the queue it kept: the node the
 /// client moved to delivered it already. Publishers flood the bus from two
@@ -186,8 +205,6 @@ async fn a_node_that_missed_a_takeover_does_not_hand_out_its_stale_queue() {
     for node in &nodes {
         start(node);
     }
-    // Not on an empty bus: a client created then would have a cursor of 0-0 and be
-    // taken for one whose history expired on its first move (a known limit).
     a.publish(&ch("/warm-up"), msg("/warm-up", 0)).await.unwrap();
     let id = a.create_client().await.unwrap();
     a.subscribe(&id, &ch("/flood")).await.unwrap();
