@@ -157,14 +157,13 @@ describe(`${NODES} faye serve nodes on one Redis`, () => {
   }
 
   // TODO (issue 10): the Redis engine still hands a client that moves between nodes on
-  // every poll some blocks of messages twice (a block of 100-160, in most runs) or out of
-  // place (once, the first 142 of a publisher came late). The publishers did not resend
-  // (checked below), so it is the engine. Marked `todo` so the suite reports it on every
-  // run without failing CI until the engine is fixed.
+  // every poll a block of messages twice (100-170 of them, in about one run in three). The
+  // publishers did not resend (checked below), so it is the engine. Marked `todo` so the
+  // suite reports it on every run without failing CI until the engine is fixed.
   it('a long-polling client whose every poll goes to another node receives 10,000 messages, ' +
     'none lost or reordered', {
     timeout: 90_000,
-    todo: 'duplicates or misplaced blocks when a client moves between nodes on every poll (issue 10)',
+    todo: 'a block delivered twice when a client moves between nodes on every poll (issue 10)',
   }, async (t) => {
     const PUBLISHERS = 2;
     const PER_PUBLISHER = 5000;
