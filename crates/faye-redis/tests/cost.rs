@@ -3,23 +3,16 @@
 
 mod common;
 
+use common::start;
+
+/// A long timeout keeps the expiry collector quiet during the count.
+const COLLECTOR_QUIET: Duration = Duration::from_secs(600);
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestEngine;
-use faye_engine::testing::Recorder;
-use faye_engine::{Channel, EncodedMessage, Engine, EngineContext, Limits};
-
-fn start<E: Engine>(engine: &E) {
-    let rec = Arc::new(Recorder::default());
-    // A long timeout keeps the expiry collector quiet during the count.
-    engine.start(EngineContext {
-        listener: rec,
-        timeout: Duration::from_secs(600),
-        limits: Limits::default(),
-    });
-}
+use faye_engine::{Channel, EncodedMessage, Engine};
 
 /// Commands Redis ran while `n` subscribers (split over two nodes) got 10
 /// publishes, without the bus readers' `XREAD`s (one per wake-up of each node,
@@ -27,8 +20,8 @@ fn start<E: Engine>(engine: &E) {
 async fn commands_for_publishes_to(n: usize) -> (BTreeMap<String, u64>, u64) {
     let a = TestEngine::fresh().await;
     let b = TestEngine::on(a.server.clone()).await;
-    start(&a);
-    start(&b);
+    start(&a, COLLECTOR_QUIET);
+    start(&b, COLLECTOR_QUIET);
     let channel = Channel::parse("/news").unwrap();
     let mut ids = Vec::new();
     for i in 0..n {

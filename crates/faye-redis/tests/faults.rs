@@ -5,14 +5,14 @@
 
 mod common;
 
+use common::{ch, start};
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use faye_engine::testing::Recorder;
-use faye_engine::{
-    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, EngineEvent, Limits,
-};
+use faye_engine::{ClientId, EncodedMessage, Engine, EngineError, EngineEvent};
 use faye_protocol::{decode_batch, encode_batch};
 use faye_redis::{RedisConfig, RedisEngine};
 use faye_server::{Context, RequestInfo, Server, ServerOptions};
@@ -28,20 +28,6 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn node(server: &RedisServer) -> RedisEngine {
     let config = RedisConfig::new(server.url()).response_timeout(RESPONSE_TIMEOUT);
     RedisEngine::connect(config).await.expect("connect to the test redis-server")
-}
-
-fn start<E: Engine>(engine: &E) -> Arc<Recorder> {
-    let rec = Arc::new(Recorder::default());
-    engine.start(EngineContext {
-        listener: rec.clone(),
-        timeout: TIMEOUT,
-        limits: Limits::default(),
-    });
-    rec
-}
-
-fn ch(name: &str) -> Channel {
-    Channel::parse(name).unwrap()
 }
 
 fn msg(n: usize) -> EncodedMessage {
@@ -113,8 +99,8 @@ async fn wait_event(rec: &Recorder, event: EngineEvent) {
 async fn redis_stalled_for_a_moment_refuses_meanwhile_and_loses_nothing_it_accepted() {
     let server = Arc::new(RedisServer::start());
     let (a, b) = (node(&server).await, node(&server).await);
-    start(&a);
-    start(&b);
+    start(&a, TIMEOUT);
+    start(&b, TIMEOUT);
     let id = a.create_client().await.unwrap();
     a.subscribe(&id, &ch("/feed")).await.unwrap();
 
@@ -170,7 +156,7 @@ async fn redis_stalled_for_a_moment_refuses_meanwhile_and_loses_nothing_it_accep
 async fn after_redis_restarts_empty_the_engine_reconnects_and_lets_go_of_lost_sessions() {
     let server = Arc::new(RedisServer::start());
     let a = node(&server).await;
-    let rec = start(&a);
+    let rec = start(&a, TIMEOUT);
     let id = a.create_client().await.unwrap();
     a.subscribe(&id, &ch("/feed")).await.unwrap();
     a.publish(&ch("/feed"), msg(0)).await.unwrap();
@@ -199,7 +185,7 @@ async fn after_redis_restarts_empty_the_engine_reconnects_and_lets_go_of_lost_se
 async fn redis_down_for_seconds_fails_requests_fast_and_the_engine_comes_back() {
     let server = Arc::new(RedisServer::start());
     let a = node(&server).await;
-    let rec = start(&a);
+    let rec = start(&a, TIMEOUT);
     let id = a.create_client().await.unwrap();
     server.kill();
     let down = tokio::time::Instant::now();
@@ -226,8 +212,8 @@ async fn redis_down_for_seconds_fails_requests_fast_and_the_engine_comes_back() 
 async fn a_client_taken_over_after_its_node_dies_gets_everything_after_its_last_take() {
     let server = Arc::new(RedisServer::start());
     let (a, b) = (node(&server).await, node(&server).await);
-    start(&a);
-    start(&b);
+    start(&a, TIMEOUT);
+    start(&b, TIMEOUT);
     let id = a.create_client().await.unwrap();
     a.subscribe(&id, &ch("/feed")).await.unwrap();
     for n in 0..10 {

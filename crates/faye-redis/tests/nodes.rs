@@ -3,30 +3,17 @@
 
 mod common;
 
+use common::{ch, start};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestEngine;
-use faye_engine::testing::Recorder;
-use faye_engine::{Channel, EncodedMessage, Engine, EngineContext, EngineEvent, Limits};
+use faye_engine::{EncodedMessage, Engine, EngineEvent};
 use faye_redis::{RedisConfig, RedisEngine};
 use faye_testkit::redis::RedisServer;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn start<E: Engine>(engine: &E) -> Arc<Recorder> {
-    let rec = Arc::new(Recorder::default());
-    engine.start(EngineContext {
-        listener: rec.clone(),
-        timeout: TIMEOUT,
-        limits: Limits::default(),
-    });
-    rec
-}
-
-fn ch(name: &str) -> Channel {
-    Channel::parse(name).unwrap()
-}
 
 fn msg(channel: &str, n: usize) -> EncodedMessage {
     EncodedMessage::from_json(format!(r#"{{"channel":"{channel}","data":{n}}}"#).as_bytes())
@@ -54,7 +41,7 @@ async fn take_n<E: Engine>(engine: &E, id: &faye_engine::ClientId, n: usize) -> 
 async fn a_client_made_on_one_node_and_subscribed_on_another_receives_what_either_publishes() {
     let a = TestEngine::fresh().await;
     let b = TestEngine::on(a.server.clone()).await;
-    let (rec_a, rec_b) = (start(&a), start(&b));
+    let (rec_a, rec_b) = (start(&a, TIMEOUT), start(&b, TIMEOUT));
 
     let id = a.create_client().await.unwrap();
     assert!(b.client_exists(&id).await.unwrap(), "sessions are seen on every node");
@@ -114,7 +101,7 @@ async fn polls_round_robin(ring: usize) {
     let (a, b, c) = (node().await, node().await, node().await);
     let nodes = [&a, &b, &c];
     for node in nodes {
-        start(node);
+        start(node, TIMEOUT);
     }
     let id = a.create_client().await.unwrap();
     a.subscribe(&id, &ch("/feed")).await.unwrap();
@@ -152,8 +139,8 @@ async fn a_client_whose_unread_history_expired_is_told_to_handshake_again() {
         RedisEngine::connect(config).await.unwrap()
     };
     let (a, b) = (connect().await, connect().await);
-    start(&a);
-    let rec_b = start(&b);
+    start(&a, TIMEOUT);
+    let rec_b = start(&b, TIMEOUT);
     let id = a.create_client().await.unwrap();
     a.subscribe(&id, &ch("/x")).await.unwrap();
     a.publish(&ch("/x"), msg("/x", 1)).await.unwrap();
@@ -175,8 +162,8 @@ async fn a_client_whose_unread_history_expired_is_told_to_handshake_again() {
 async fn a_client_made_on_a_quiet_bus_can_move_to_another_node() {
     let server = Arc::new(RedisServer::start());
     let (a, b) = (TestEngine::on(server.clone()).await, TestEngine::on(server.clone()).await);
-    start(&a);
-    let rec_b = start(&b);
+    start(&a, TIMEOUT);
+    let rec_b = start(&b, TIMEOUT);
     let id = a.create_client().await.unwrap();
     a.subscribe(&id, &ch("/x")).await.unwrap();
     assert!(b.take_queue(&id).await.unwrap().is_empty());
@@ -203,7 +190,7 @@ async fn a_node_that_missed_a_takeover_does_not_hand_out_its_stale_queue() {
     );
     let nodes = [a.clone(), b.clone(), c.clone()];
     for node in &nodes {
-        start(node);
+        start(node, TIMEOUT);
     }
     a.publish(&ch("/warm-up"), msg("/warm-up", 0)).await.unwrap();
     let id = a.create_client().await.unwrap();

@@ -3,9 +3,11 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use faye_engine::testing::Recorder;
 use faye_engine::{
-    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, Subscribed,
+    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, Limits, Subscribed,
 };
 use faye_redis::{RedisConfig, RedisEngine};
 use faye_testkit::redis::RedisServer;
@@ -76,4 +78,17 @@ impl Engine for TestEngine {
     async fn shutdown(&self) {
         self.engine.shutdown().await;
     }
+}
+
+/// Starts `engine` with a server timeout of `timeout` and default limits; what it
+/// reports is recorded.
+pub fn start<E: Engine>(engine: &E, timeout: Duration) -> Arc<Recorder> {
+    let rec = Arc::new(Recorder::default());
+    engine.start(EngineContext { listener: rec.clone(), timeout, limits: Limits::default() });
+    rec
+}
+
+/// A channel the tests know to be valid.
+pub fn ch(name: &str) -> Channel {
+    Channel::parse(name).unwrap()
 }
