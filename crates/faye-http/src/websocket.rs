@@ -134,11 +134,17 @@ fn message(json: Bytes, compressed: Option<Bytes>) -> WsMessage {
     WsMessage::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
 }
 
-/// Most frames whose replies one socket may have pending. Past it the socket's
-/// frames are not read until replies drain, so a client that sends faster than its
-/// batches complete is slowed down (TCP back-pressure) rather than growing the
-/// server. A well-behaved client has one held connect and a few batches in flight.
-const MAX_PENDING_REPLIES: usize = 16;
+/// Most frames whose replies one socket may have pending, and most bytes those
+/// frames may hold. Past either the socket's frames are not read until replies
+/// drain, so a client that sends faster than its batches complete is slowed
+/// down (TCP back-pressure) rather than growing the server. Faye's WebSocket
+/// transport sends every message in a frame of its own, so a burst of publishes
+/// is hundreds of frames; the limit must let the frame after them (the client's
+/// next `/meta/connect`) be read before the burst is through, or, with an engine
+/// whose publishes take a round trip, its reply comes later than the client
+/// waits (1.2 x the timeout) and the client drops the socket and resends.
+const MAX_PENDING_FRAMES: usize = 1024;
+const MAX_PENDING_BYTES: usize = 1 << 20;
 
 /// The next ping time, or never when pings are off.
 async fn tick(ping: &mut Option<tokio::time::Interval>) {
@@ -165,6 +171,7 @@ async fn run<E, S>(
     let max_batch = svc.shared.options.max_batch;
     let (mut sink, mut stream) = ws.split();
     let mut pending = FuturesUnordered::new();
+    let mut pending_bytes = 0usize;
     let mut ping = svc.shared.options.ping.map(|every| {
         let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -182,7 +189,9 @@ async fn run<E, S>(
             break closing;
         }
         let out = tokio::select! {
-            frame = stream.next(), if closing.is_none() && pending.len() < MAX_PENDING_REPLIES => match frame {
+            frame = stream.next(), if closing.is_none()
+                && pending.len() < MAX_PENDING_FRAMES
+                && pending_bytes < MAX_PENDING_BYTES => match frame {
                 // Faye reads a binary frame's bytes as it reads text.
                 Some(Ok(frame @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
                     let text = frame.into_data();
@@ -193,8 +202,10 @@ async fn run<E, S>(
                         }
                         Ok(batch) => {
                             let ctx = Context::on_socket(&socket);
+                            let bytes = text.len();
+                            pending_bytes += bytes;
                             pending.push(async move {
-                                encode_batch(&server.process(batch, &ctx).await)
+                                (encode_batch(&server.process(batch, &ctx).await), bytes)
                             });
                         }
                         // Faye ignores a frame it cannot parse and keeps the socket.
@@ -212,7 +223,10 @@ async fn run<E, S>(
                     break None;
                 }
             },
-            Some(reply) = pending.next() => Some(text_frame(reply, deflate)),
+            Some((reply, bytes)) = pending.next() => {
+                pending_bytes -= bytes;
+                Some(text_frame(reply, deflate))
+            }
             next = &mut push, if closing.is_none() => {
                 push.set(socket.next_push());
                 match next {

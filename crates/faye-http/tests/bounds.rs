@@ -79,33 +79,49 @@ impl Extension for Stall {
     }
 }
 
-#[tokio::test]
-async fn a_websocket_stops_being_read_while_too_many_replies_are_pending() {
+/// Sends `frames` copies of `frame`, expects exactly `cap` of them to be taken up
+/// while none is answered, then releases them all: every one is answered.
+async fn pending_frames_are_capped(frame: Value, frames: usize, cap: usize) {
     let (addr, faye) = start(Duration::from_secs(600)).await;
     let stall = Arc::new(Stall { seen: AtomicUsize::new(0), gate: Semaphore::new(0) });
     faye.server().add_extension(stall.clone());
     let mut ws = Ws::connect(&ws_url(addr)).await;
-    const SENT: usize = 100;
-    for _ in 0..SENT {
-        ws.send_json(&json!([{"channel":"/stall","data":1}])).await;
+    for _ in 0..frames {
+        ws.send_json(&frame).await;
     }
-    // The documented cap (security.md): 16 frames awaiting their replies.
-    within(QUICK, "16 frames to be taken up", async {
-        while stall.seen.load(Ordering::SeqCst) < 16 {
+    within(QUICK, "the capped number of frames to be taken up", async {
+        while stall.seen.load(Ordering::SeqCst) < cap {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(stall.seen.load(Ordering::SeqCst), 16, "frames past the cap were read");
+    assert_eq!(stall.seen.load(Ordering::SeqCst), cap, "frames past the cap were read");
 
     // Once replies drain, the rest is read and answered: nothing is lost.
-    stall.gate.add_permits(SENT);
-    for _ in 0..SENT {
+    stall.gate.add_permits(frames);
+    for _ in 0..frames {
         let reply = ws.recv_json(QUICK).await;
         assert_eq!(reply[0]["successful"], true, "{reply}");
     }
-    assert_eq!(stall.seen.load(Ordering::SeqCst), SENT);
+    assert_eq!(stall.seen.load(Ordering::SeqCst), frames);
+}
+
+/// The documented cap (security.md): 1,024 frames awaiting their replies (a
+/// burst of publishes from Faye's client is one frame per message).
+#[tokio::test]
+async fn a_websocket_stops_being_read_while_too_many_replies_are_pending() {
+    pending_frames_are_capped(json!([{"channel":"/stall","data":1}]), 1100, 1024).await;
+}
+
+/// ... or 1 MiB of frames awaiting their replies.
+#[tokio::test]
+async fn a_websocket_stops_being_read_while_too_many_bytes_are_pending() {
+    let frame = json!([{"channel":"/stall","data":"x".repeat(100_000)}]);
+    let len = frame.to_string().len();
+    // Read while less than 1 MiB is pending: the frame that reaches it is the last.
+    let cap = (1usize << 20).div_ceil(len);
+    pending_frames_are_capped(frame, 30, cap).await;
 }
 
 async fn expect_policy_close(ws: &mut Ws) {

@@ -270,7 +270,16 @@ impl<E: Engine> Server<E> {
             }
         };
         let eventsource = connection_type == Some("eventsource");
-        let hold = if eventsource { Duration::ZERO } else { self.requested_hold(&msg) };
+        // The hold counts from the batch's arrival: a client times a connect out
+        // 1.2 x the timeout after sending it (and Faye's WebSocket transport then
+        // drops the socket and resends everything pending), so a connect that
+        // waited behind slow messages of its batch (publishes to a remote engine)
+        // must not hold for the full time on top.
+        let hold = if eventsource {
+            Duration::ZERO
+        } else {
+            self.requested_hold(&msg).saturating_sub(ctx.age())
+        };
         if let Err(e) = self.engine().ping(&client).await {
             tracing::error!(error = %e, "engine failed to ping");
         }

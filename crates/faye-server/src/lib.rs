@@ -206,6 +206,9 @@ pub struct Context<'a, E: Engine> {
     trusted: bool,
     /// Clients created by this batch so far.
     handshakes: AtomicUsize,
+    /// When the batch arrived: a connect in it is answered within its hold of
+    /// this moment, however long the messages before it took.
+    arrived: tokio::time::Instant,
 }
 
 impl<'a, E: Engine> Context<'a, E> {
@@ -216,6 +219,7 @@ impl<'a, E: Engine> Context<'a, E> {
             request: Some(request),
             trusted: false,
             handshakes: AtomicUsize::new(0),
+            arrived: tokio::time::Instant::now(),
         }
     }
 
@@ -228,13 +232,20 @@ impl<'a, E: Engine> Context<'a, E> {
             request: socket.request().cloned(),
             trusted: socket.is_trusted(),
             handshakes: AtomicUsize::new(0),
+            arrived: tokio::time::Instant::now(),
         }
     }
 
     /// A batch from inside the process (Faye's `request === null`), trusted: it may
     /// use `/meta/**` and `/service/**` channels that remote clients may not.
     pub fn trusted() -> Self {
-        Self { socket: None, request: None, trusted: true, handshakes: AtomicUsize::new(0) }
+        Self {
+            socket: None,
+            request: None,
+            trusted: true,
+            handshakes: AtomicUsize::new(0),
+            arrived: tokio::time::Instant::now(),
+        }
     }
 
     pub(crate) fn is_trusted(&self) -> bool {
@@ -244,6 +255,11 @@ impl<'a, E: Engine> Context<'a, E> {
     /// Counts a client created by this batch; returns how many it created before.
     pub(crate) fn count_handshake(&self) -> usize {
         self.handshakes.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How long ago the batch arrived.
+    pub(crate) fn age(&self) -> Duration {
+        self.arrived.elapsed()
     }
 }
 

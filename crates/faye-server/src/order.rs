@@ -6,10 +6,11 @@
 //! say the order is the message `id`: Faye's client numbers every message it sends
 //! from one counter (base 36: `1`…`9`, `a`…`z`, `10`…), CometD's the same way in
 //! base 10. So each client's messages are applied in id order: a message whose
-//! predecessor has not been applied yet waits for it, for at most
-//! [`ServerOptions::order_wait`](crate::ServerOptions::order_wait), then goes ahead
-//! anyway (a predecessor may never come: a client extension dropped it, or it was
-//! sent to another server).
+//! predecessor has not been applied yet waits for it, then goes ahead anyway once
+//! the client's messages have made no progress for
+//! [`ServerOptions::order_wait`](crate::ServerOptions::order_wait) (a predecessor
+//! may never come: a client extension dropped it, or it was sent to another
+//! server).
 //!
 //! "Applied" is when a message has had its effect: a publish is in the engine, a
 //! subscription exists. A `/meta/connect` never waits and counts as applied once it
@@ -191,7 +192,8 @@ impl Sequencer {
         let (id, letters) = msg.id.as_ref().and_then(counter)?;
         let client = msg.client_id.as_deref().and_then(ClientId::parse)?;
         let order = self.clients.pin().get(&client)?.clone();
-        let deadline = tokio::time::Instant::now() + wait;
+        let mut deadline = tokio::time::Instant::now() + wait;
+        let mut seen = None;
         loop {
             let advanced = order.advanced.notified();
             {
@@ -200,6 +202,14 @@ impl Sequencer {
                 if wait.is_zero() || state.place(id) == Place::Now {
                     return Some(Turn { order: order.clone(), id, waited_out: false });
                 }
+                // The wait counts from the client's last progress, not from this
+                // message's arrival: behind a long burst being applied one by one
+                // (each publish a round trip to a remote engine) the predecessor is
+                // coming, and only a gap that stops filling is given up on.
+                if seen.is_some_and(|last| last != state.last) {
+                    deadline = tokio::time::Instant::now() + wait;
+                }
+                seen = Some(state.last);
             }
             if tokio::time::timeout_at(deadline, advanced).await.is_err() {
                 return Some(Turn { order, id, waited_out: true });

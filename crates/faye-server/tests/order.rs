@@ -154,3 +154,44 @@ async fn a_connect_after_a_gap_neither_waits_nor_closes_it() {
     send(&server, publishes(&publisher, 11..12)).await;
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
+
+/// A message behind a chain that keeps moving waits for all of it, however long
+/// the chain takes: the wait is given up only when the client's messages stop
+/// making progress (here each predecessor comes 100 ms after the last, so the
+/// whole chain takes twice the order wait).
+#[tokio::test(start_paused = true)]
+async fn a_message_behind_a_moving_chain_waits_past_the_order_wait() {
+    let wait = Duration::from_millis(500);
+    let server = Server::new(MemoryEngine::new(), ServerOptions::default().order_wait(wait));
+    let sub = subscriber(&server).await;
+    let publisher = handshake(&server).await;
+    let last = tokio::spawn({
+        let (server, batch) = (server.clone(), publishes(&publisher, 12..13));
+        async move { send(&server, batch).await }
+    });
+    for n in 2..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        send(&server, publishes(&publisher, n..n + 1)).await;
+    }
+    last.await.unwrap();
+    assert_eq!(received(&server, &sub).await, (2..13).collect::<Vec<_>>());
+}
+
+/// A connect is answered within its hold of the batch's arrival, even when
+/// messages before it in the batch took part of that time.
+#[tokio::test(start_paused = true)]
+async fn a_connect_holds_from_its_batchs_arrival() {
+    let wait = Duration::from_millis(500);
+    let server = Server::new(MemoryEngine::new(), ServerOptions::default().order_wait(wait));
+    let publisher = handshake(&server).await;
+    // Id 9 waits out the gap 2..9 (500 ms), then the connect holds.
+    let batch = json!([
+        {"channel": "/feed", "clientId": publisher, "data": 1, "id": "9"},
+        {"channel": "/meta/connect", "clientId": publisher, "connectionType": "long-polling",
+         "id": "a", "advice": {"timeout": 2000}},
+    ]);
+    let start = tokio::time::Instant::now();
+    let replies = send(&server, batch).await;
+    assert_eq!(start.elapsed(), Duration::from_millis(2000), "{replies}");
+    assert!(replies.as_array().unwrap().iter().all(|r| r["successful"] == true), "{replies}");
+}
