@@ -13,15 +13,15 @@ const NODES = 3;
 // How long we keep listening to be sure nothing more (a duplicate) arrives.
 const QUIET_MS = 500;
 
-// A round-robin HTTP proxy in front of `targets` (Bayeux endpoint URLs), so
-// that a Faye client, which always talks to one URL, really moves between
-// nodes. Requests carrying a /meta/connect go to the targets in turn, on their
-// own counter, so consecutive polls always land on different nodes; other
-// requests take turns too. No keep-alive on either side, so no connection ties
-// a client to a node. It records, per target, the /meta/connect requests it
-// forwarded and the deliveries (messages with `data`) their responses carried.
-function startRoundRobinProxy(targets) {
-  const turns = { connect: 0, other: 0 };
+// An HTTP proxy in front of `targets` (Bayeux endpoint URLs), so that a Faye
+// client, which always talks to one URL, really moves between nodes.
+// `route(isConnect)` picks the target of each request (by index); a request
+// whose target fails is answered 502, as a load balancer would, after
+// `failed(index)` is called. No keep-alive on either side, so no connection
+// ties a client to a node. It records, per target, the /meta/connect requests
+// it forwarded and the deliveries (messages with `data`) their responses
+// carried.
+function startProxy(targets, { route, failed = () => {} }) {
   const log = {
     connects: [], // target index of each /meta/connect request, in order
     deliveries: targets.map(() => 0),
@@ -35,9 +35,17 @@ function startRoundRobinProxy(targets) {
       try {
         isConnect = [].concat(JSON.parse(body)).some((m) => m?.channel === '/meta/connect');
       } catch { /* not JSON: forwarded as is, as an `other` request */ }
-      const index = isConnect ? turns.connect++ % targets.length : turns.other++ % targets.length;
+      const index = route(isConnect);
       if (isConnect) log.connects.push(index);
       const target = new URL(targets[index]);
+      let answered = false;
+      const fail = (error) => {
+        if (answered) return;
+        answered = true;
+        failed(index);
+        response.writeHead(502, { connection: 'close' });
+        response.end(`proxy: ${error.message}`);
+      };
       const upstream = http.request({
         host: target.hostname,
         port: target.port,
@@ -48,7 +56,10 @@ function startRoundRobinProxy(targets) {
       }, (reply) => {
         const replyChunks = [];
         reply.on('data', (chunk) => replyChunks.push(chunk));
+        reply.on('error', fail); // the node died half-way through its answer
         reply.on('end', () => {
+          if (answered || !reply.complete) return fail(new Error('truncated answer'));
+          answered = true;
           const replyBody = Buffer.concat(replyChunks);
           try {
             log.deliveries[index] += [].concat(JSON.parse(replyBody))
@@ -61,10 +72,7 @@ function startRoundRobinProxy(targets) {
           response.end(replyBody);
         });
       });
-      upstream.on('error', (error) => {
-        response.writeHead(502, { connection: 'close' });
-        response.end(`proxy: ${error.message}`);
-      });
+      upstream.on('error', fail);
       upstream.end(body);
     });
   });
@@ -78,6 +86,26 @@ function startRoundRobinProxy(targets) {
         server.close(() => done());
       }),
     }));
+  });
+}
+
+// Requests carrying a /meta/connect go to the targets in turn, on their own
+// counter, so consecutive polls always land on different nodes; other requests
+// take turns too.
+function startRoundRobinProxy(targets) {
+  const turns = { connect: 0, other: 0 };
+  return startProxy(targets, {
+    route: (isConnect) => (isConnect ? turns.connect++ : turns.other++) % targets.length,
+  });
+}
+
+// Everything goes to the first target still alive; a target that fails a
+// request is given up on for good (a load balancer's health check).
+function startFailoverProxy(targets) {
+  const dead = new Set();
+  return startProxy(targets, {
+    route: () => Math.max(0, targets.findIndex((_, i) => !dead.has(i))),
+    failed: (index) => dead.add(index),
   });
 }
 
@@ -237,6 +265,63 @@ describe(`${NODES} faye serve nodes on one Redis`, () => {
       clients = [];
       await Promise.all(closing.map((c) => c.close()));
       await proxy.close();
+    }
+  });
+  // Faye's client resends a connect that failed with the same message id, and the
+  // engine hands the answer it last gave that id out again: so the answer the
+  // killed node was giving (or had just taken from the queue) is not lost.
+  it('a node killed mid-stream: its long-polling client carries on through another node, ' +
+    'losing nothing', { timeout: 60_000 }, async (t) => {
+    const TOTAL = 3000;
+    const BURST = 100;
+    const channel = '/cluster/failover';
+    const doomed = await startServer({ extraArgs: ['--engine', 'redis', '--redis-url', redis.url] });
+    let killed = false;
+    const proxy = await startFailoverProxy([doomed.url, nodes[0].url]);
+    try {
+      const subscriber = newClient(proxy.url, 'long-polling');
+      const received = [];
+      await bounded(subscriber.client.subscribe(channel, (data) => received.push(data.n)),
+        10_000, 'subscribe through the proxy');
+      const publisher = newClient(nodes[1].url, 'websocket');
+      // Connected first: Faye's client sends the publish that made it handshake
+      // after the ones made meanwhile.
+      await bounded(publisher.client.publish('/cluster/warm-up', {}), 10_000, 'warm-up publish');
+      for (let start = 0; start < TOTAL; start += BURST) {
+        if (start === TOTAL / 3) {
+          // Whatever the doomed node is doing with the subscriber's poll (holding
+          // it, or answering it with the burst just published), it dies now.
+          doomed.proc.kill('SIGKILL');
+          killed = true;
+        }
+        const burst = [];
+        for (let n = start; n < start + BURST; n++) {
+          burst.push(publisher.client.publish(channel, { n }));
+        }
+        await bounded(Promise.all(burst), 20_000, `the burst from ${start}`);
+      }
+      await waitFor(() => received.length >= TOTAL, 30_000,
+        `${TOTAL} deliveries (have ${received.length})`);
+      await sleep(QUIET_MS);
+
+      assert.deepEqual(publisher.events.filter((e) => e.startsWith('transport:down')), [],
+        'the publisher\'s transport went down: it resent what was pending');
+      const wrong = received.findIndex((n, k) => n !== k);
+      assert.equal(wrong, -1, `position ${wrong} holds ` +
+        `${JSON.stringify(received.slice(Math.max(0, wrong - 3), wrong + 5))}`);
+      assert.equal(received.length, TOTAL, 'each message once');
+      assert.equal(subscriber.outgoing.filter((m) => m.channel === '/meta/handshake').length, 1,
+        'the subscriber handshook again: its session was lost');
+      const { deliveries } = proxy.log;
+      t.diagnostic(`deliveries through the doomed node, then the survivor: ${deliveries}`);
+      assert.ok(deliveries[0] > 0 && deliveries[1] > 0,
+        `deliveries per node: ${deliveries} (the stream did not move)`);
+    } finally {
+      const closing = clients;
+      clients = [];
+      await Promise.all(closing.map((c) => c.close()));
+      await proxy.close();
+      if (!killed) await doomed.stop();
     }
   });
 });

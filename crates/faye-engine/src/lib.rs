@@ -162,9 +162,18 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Takes every message queued for the client, oldest first.
+    ///
+    /// `request` is the id of the long-poll `/meta/connect` the messages will
+    /// answer, `None` when they go down a socket. A client that did not get its
+    /// answer asks again with the same id (Faye's client resends a failed message
+    /// as it was), so when `request` is the id of the last take that returned
+    /// messages, those are returned again, ahead of anything newer: an answer lost
+    /// on the way (a dropped connection, a node killed) is not a loss. Any other
+    /// take forgets them.
     fn take_queue(
         &self,
         client: &ClientId,
+        request: Option<&str>,
     ) -> impl Future<Output = Result<Vec<EncodedMessage>, EngineError>> + Send;
 
     /// Stops timers and releases resources; the engine is not used afterwards.

@@ -28,7 +28,7 @@ use crate::{
 /// engine.subscribe(&id, &pattern).await.unwrap();
 /// let message = EncodedMessage::from_json(br#"{"channel":"/chat/room","data":1}"#);
 /// engine.publish(&room, message).await.unwrap();
-/// assert_eq!(engine.take_queue(&id).await.unwrap().len(), 1);
+/// assert_eq!(engine.take_queue(&id, None).await.unwrap().len(), 1);
 /// # }
 /// # struct Nop;
 /// # impl faye_engine::EngineListener for Nop {
@@ -57,6 +57,9 @@ struct ClientState {
     queue: VecDeque<EncodedMessage>,
     /// The JSON bytes in `queue`.
     queued_bytes: usize,
+    /// The last messages taken for a long-poll connect, and its id: handed out
+    /// again if the same connect asks again (see [`Engine::take_queue`]).
+    answered: Option<Box<(Box<str>, Vec<EncodedMessage>)>>,
     expires_at: Instant,
     destroyed: bool,
     reaper: Option<AbortHandle>,
@@ -189,6 +192,7 @@ impl Engine for MemoryEngine {
                 channels: HashSet::new(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
+                answered: None,
                 expires_at: Instant::now() + lifetime,
                 destroyed: false,
                 reaper: None,
@@ -315,14 +319,27 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn take_queue(&self, client: &ClientId) -> Result<Vec<EncodedMessage>, EngineError> {
+    async fn take_queue(
+        &self,
+        client: &ClientId,
+        request: Option<&str>,
+    ) -> Result<Vec<EncodedMessage>, EngineError> {
         Ok(self
             .inner
             .entry(client)
             .map(|e| {
                 let mut st = lock(&e.state);
                 st.queued_bytes = 0;
-                Vec::from(std::mem::take(&mut st.queue))
+                let queued = std::mem::take(&mut st.queue);
+                let mut taken = match (st.answered.take(), request) {
+                    (Some(answered), Some(id)) if *answered.0 == *id => answered.1,
+                    _ => Vec::new(),
+                };
+                taken.extend(queued);
+                if let Some(id) = request.filter(|_| !taken.is_empty()) {
+                    st.answered = Some(Box::new((id.into(), taken.clone())));
+                }
+                taken
             })
             .unwrap_or_default())
     }

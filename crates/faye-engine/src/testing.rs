@@ -59,8 +59,12 @@ pub fn start<E: Engine>(engine: E) -> (E, Arc<Recorder>) {
 }
 
 async fn queue_of<E: Engine>(engine: &E, id: &ClientId) -> Vec<String> {
+    taken(engine, id, None).await
+}
+
+async fn taken<E: Engine>(engine: &E, id: &ClientId, request: Option<&str>) -> Vec<String> {
     engine
-        .take_queue(id)
+        .take_queue(id, request)
         .await
         .unwrap()
         .into_iter()
@@ -281,6 +285,31 @@ pub async fn destroys_a_client_whose_queue_passes_its_byte_limit<E: Engine>(engi
     engine.shutdown().await;
 }
 
+/// A long-poll connect that asks again with the same id gets the messages it was
+/// handed last time again, ahead of newer ones; a connect with another id (the
+/// client got the answer), or a socket push, never sees them again.
+pub async fn a_connect_asking_again_gets_its_answer_again<E: Engine>(engine: E) {
+    let (engine, _rec) = start(engine);
+    let id = engine.create_client().await.unwrap();
+    engine.subscribe(&id, &ch("/feed")).await.unwrap();
+    engine.publish(&ch("/feed"), msg("/feed", "1")).await.unwrap();
+    assert_eq!(taken(&engine, &id, Some("a")).await.len(), 1);
+    engine.publish(&ch("/feed"), msg("/feed", "2")).await.unwrap();
+    // "a" again: its answer was lost; 1 comes again, then 2.
+    let again = taken(&engine, &id, Some("a")).await;
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again[0].contains("\"data\":1") && again[1].contains("\"data\":2"), "{again:?}");
+    // "b": the client got "a"'s answer; nothing again.
+    assert!(taken(&engine, &id, Some("b")).await.is_empty());
+    assert!(taken(&engine, &id, Some("a")).await.is_empty(), "only the last answer is kept");
+    engine.publish(&ch("/feed"), msg("/feed", "3")).await.unwrap();
+    assert_eq!(taken(&engine, &id, Some("c")).await.len(), 1);
+    // A push down a socket forgets "c"'s answer.
+    assert!(taken(&engine, &id, None).await.is_empty());
+    assert!(taken(&engine, &id, Some("c")).await.is_empty());
+    engine.shutdown().await;
+}
+
 /// Declares one test per conformance check, each on a fresh engine from `$make`.
 ///
 /// ```ignore
@@ -300,6 +329,7 @@ macro_rules! conformance_tests {
             refuses_subscriptions_past_the_limit,
             destroys_a_client_whose_queue_overflows,
             destroys_a_client_whose_queue_passes_its_byte_limit,
+            a_connect_asking_again_gets_its_answer_again,
         );
     };
     (@each #[$attr:meta] $make:expr; $($check:ident),* $(,)?) => {$(

@@ -40,7 +40,7 @@ mod router;
 mod scripts;
 mod stream;
 
-use router::{Effects, Local, Router};
+use router::{Answered, Effects, Local, Router};
 use stream::{Entry, StreamId, field, tag};
 
 /// Why the engine could not start.
@@ -495,7 +495,9 @@ impl Inner {
     /// Takes over a client whose connection reached this node: loads its cursor
     /// and subscriptions, announces the takeover (so the node that held it lets
     /// go), and rebuilds its queue from the bus. `false` if the client is gone.
-    async fn adopt(&self, client: &ClientId) -> Result<bool, EngineError> {
+    /// `request`: the long-poll connect asking, if any; if it is the one the client's
+    /// last answer went to, that answer was lost, and the queue starts before it.
+    async fn adopt(&self, client: &ClientId, request: Option<&str>) -> Result<bool, EngineError> {
         let mut pipe = redis::pipe();
         let mut take = scripts::ADOPT.key(self.keys.client(client));
         take.arg(&self.node);
@@ -506,10 +508,16 @@ impl Inner {
             (field::CLIENT, client.as_str().as_bytes()),
             (field::NODE, self.node.as_bytes()),
         ]));
-        let (recorded, subs, owned_at): (Option<(String, u64)>, Vec<String>, String) =
+        type Recorded = Option<(String, u64, String, String)>;
+        let (recorded, subs, owned_at): (Recorded, Vec<String>, String) =
             self.query_pipe(&pipe).await?;
-        let Some((cursor, recorded_at)) = recorded else {
+        let Some((cursor, recorded_at, before, answered)) = recorded else {
             return Ok(false);
+        };
+        let cursor = if request.is_some_and(|r| !answered.is_empty() && r == answered) {
+            before
+        } else {
+            cursor
         };
         let cursor = StreamId::parse(&cursor).ok_or_else(|| malformed("client cursor"))?;
         let owned_at = StreamId::parse(&owned_at).ok_or_else(|| malformed("XADD id"))?;
@@ -959,7 +967,11 @@ impl Engine for RedisEngine {
         Ok(())
     }
 
-    async fn take_queue(&self, client: &ClientId) -> Result<Vec<EncodedMessage>, EngineError> {
+    async fn take_queue(
+        &self,
+        client: &ClientId,
+        request: Option<&str>,
+    ) -> Result<Vec<EncodedMessage>, EngineError> {
         let inner = &self.inner;
         let refresh = inner.ctx()?.timeout / 2;
         // A node whose reader has not yet seen another node take the client over
@@ -968,36 +980,56 @@ impl Engine for RedisEngine {
         // client is taken back, from its real cursor, before anything is handed out.
         for _ in 0..3 {
             let held = inner.router().clients.contains_key(client);
-            if !held && !inner.adopt(client).await? {
+            if !held && !inner.adopt(client, request).await? {
                 return Ok(Vec::new());
             }
-            let (messages, cursor) = {
+            let (messages, record) = {
                 let mut router = inner.router();
                 let last = router.last;
                 let Some(local) = router.clients.get_mut(client) else {
                     return Ok(Vec::new());
                 };
-                let messages = std::mem::take(&mut local.queue);
+                let queued = std::mem::take(&mut local.queue);
                 local.queued_bytes = 0;
+                // The same connect asking again did not get its answer: it comes
+                // again, ahead of what is new. Otherwise the client has read up to
+                // the last cursor recorded.
+                let (mut messages, from) = match (local.answered.take(), request) {
+                    (Some(answered), Some(r)) if answered.request == r => {
+                        (answered.messages, answered.from)
+                    }
+                    _ => (Vec::new(), local.persisted),
+                };
+                messages.extend(queued);
                 local.cursor = local.cursor.max(last);
+                let answer = request.filter(|_| !messages.is_empty());
+                if let Some(r) = answer {
+                    local.answered =
+                        Some(Answered { request: r.to_owned(), messages: messages.clone(), from });
+                }
                 // Record the cursor when messages leave (a next connect on another
-                // node starts after them), and now and then when idle (even if the
-                // cursor has not moved: the moment it is recorded keeps it fresh),
-                // so that a live client's cursor never looks older than the bus's
-                // retention.
+                // node starts after them, or before them if it is the same connect
+                // asking again), and now and then when idle (even if the cursor has
+                // not moved: the moment it is recorded keeps it fresh), so that a
+                // live client's cursor never looks older than the bus's retention.
                 let moved = local.cursor != local.persisted && !messages.is_empty();
                 let write = moved || local.persisted_at.elapsed() >= refresh;
                 if write {
                     local.persisted = local.cursor;
                     local.persisted_at = tokio::time::Instant::now();
                 }
-                (messages, write.then_some(local.cursor))
+                let before = if answer.is_some() { from } else { local.cursor };
+                (messages, write.then_some((local.cursor, before, answer.unwrap_or_default())))
             };
-            let Some(cursor) = cursor else {
+            let Some((cursor, before, answered)) = record else {
                 return Ok(messages);
             };
             let mut set = scripts::SET_CURSOR.key(inner.keys.client(client));
-            set.arg(cursor.to_string()).arg(&inner.node).arg(now_ms());
+            set.arg(cursor.to_string())
+                .arg(&inner.node)
+                .arg(now_ms())
+                .arg(before.to_string())
+                .arg(answered);
             match set.invoke_async::<i64>(&mut inner.conn()).await {
                 Ok(MOVED) => {
                     tracing::debug!(%client, "the client moved to another node: taking it back");

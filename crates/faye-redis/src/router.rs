@@ -22,11 +22,24 @@ pub(crate) struct Local {
     /// The `Own` entry this node wrote when it took the client over; an `Own` by
     /// another node that is newer means the client moved away.
     pub(crate) owned_at: StreamId,
+    /// The last messages handed out for a long-poll connect: handed out again if
+    /// the same connect asks again (its answer was lost).
+    pub(crate) answered: Option<Answered>,
     /// The cursor last written to Redis, and when.
     pub(crate) persisted: StreamId,
     pub(crate) persisted_at: Instant,
     /// When this node started holding the client.
     pub(crate) since: Instant,
+}
+
+/// An answer to a long-poll connect, kept until the client's next request.
+#[derive(Debug)]
+pub(crate) struct Answered {
+    /// The connect's message id.
+    pub(crate) request: String,
+    pub(crate) messages: Vec<EncodedMessage>,
+    /// What the client had surely read before this answer.
+    pub(crate) from: StreamId,
 }
 
 impl Local {
@@ -37,6 +50,7 @@ impl Local {
             queue: Vec::new(),
             queued_bytes: 0,
             owned_at,
+            answered: None,
             persisted: cursor,
             persisted_at: Instant::now(),
             since: Instant::now(),

@@ -54,26 +54,30 @@ return subs
     )
 });
 
-/// KEYS: client. ARGV: cursor, node, now (ms). Records how far the client has
-/// read, and when (`at`: a takeover judges the cursor's age by it), if
-/// this node still owns the client. Returns 1 (recorded), 0 (the client is
-/// gone; a plain HSET would recreate it without a lifetime) or 2 (another node
-/// took the client over since: this node's queue for it is stale).
+/// KEYS: client. ARGV: cursor, node, now (ms), the cursor before the last
+/// answer, the last answer's request (connect id, or empty). Records how far the
+/// client has been handed messages (`cur`), and when (`at`: a takeover judges the
+/// cursor's age by it), and what it had surely read before the last answer
+/// (`prev`, `req`: a takeover for the same request starts there, as the answer
+/// was lost), if this node still owns the client. Returns 1 (recorded), 0 (the
+/// client is gone; a plain HSET would recreate it without a lifetime) or 2
+/// (another node took the client over since: this node's queue for it is stale).
 pub(crate) static SET_CURSOR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local own = redis.call('HGET', KEYS[1], 'own')
 if own and own ~= ARGV[2] then return 2 end
-redis.call('HSET', KEYS[1], 'cur', ARGV[1], 'at', ARGV[3])
+redis.call('HSET', KEYS[1], 'cur', ARGV[1], 'at', ARGV[3], 'prev', ARGV[4], 'req', ARGV[5])
 return 1
 ",
     )
 });
 
 /// KEYS: client. ARGV: node. Makes this node the client's owner and returns its
-/// cursor and when it was recorded (ms), in one step so that the former owner
-/// cannot move the cursor in between; nil if the client is gone.
+/// cursor, when it was recorded (ms), the cursor before the last answer and that
+/// answer's request, in one step so that the former owner cannot move the cursor
+/// in between; nil if the client is gone.
 pub(crate) static ADOPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -81,7 +85,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSET', KEYS[1], 'own', ARGV[1])
 local cur = redis.call('HGET', KEYS[1], 'cur') or ''
 local at = redis.call('HGET', KEYS[1], 'at') or '0'
-return {cur, at}
+local prev = redis.call('HGET', KEYS[1], 'prev') or cur
+local req = redis.call('HGET', KEYS[1], 'req') or ''
+return {cur, at, prev, req}
 ",
     )
 });

@@ -28,7 +28,7 @@ fn texts(messages: Vec<EncodedMessage>) -> Vec<String> {
 async fn take_n<E: Engine>(engine: &E, id: &faye_engine::ClientId, n: usize) -> Vec<String> {
     let mut got = Vec::new();
     for _ in 0..200 {
-        got.extend(texts(engine.take_queue(id).await.unwrap()));
+        got.extend(texts(engine.take_queue(id, None).await.unwrap()));
         if got.len() >= n {
             break;
         }
@@ -50,7 +50,10 @@ async fn a_client_made_on_one_node_and_subscribed_on_another_receives_what_eithe
     // Published on A right after B acknowledged the subscription: A, which holds
     // the client, has applied it first (the bus orders both).
     a.publish(&ch("/chat/room"), msg("/chat/room", 1)).await.unwrap();
-    assert_eq!(texts(a.take_queue(&id).await.unwrap()), [r#"{"channel":"/chat/room","data":1}"#]);
+    assert_eq!(
+        texts(a.take_queue(&id, None).await.unwrap()),
+        [r#"{"channel":"/chat/room","data":1}"#]
+    );
     assert!(rec_a.mail().contains(&id), "the node holding the client is told it has mail");
 
     // The client's next connect lands on B: B takes it over and finds exactly
@@ -78,7 +81,7 @@ async fn a_client_made_on_one_node_and_subscribed_on_another_receives_what_eithe
         EngineEvent::Disconnect(id),
         EngineEvent::Close(id)
     ]));
-    assert!(a.take_queue(&id).await.unwrap().is_empty());
+    assert!(a.take_queue(&id, None).await.unwrap().is_empty());
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -112,10 +115,10 @@ async fn polls_round_robin(ring: usize) {
         // Publishers on every node; polls round-robin over the nodes.
         nodes[n % 3].publish(&ch("/feed"), msg("/feed", n)).await.unwrap();
         if n % 7 == 0 {
-            got.extend(texts(nodes[(n / 7) % 3].take_queue(&id).await.unwrap()));
+            got.extend(texts(nodes[(n / 7) % 3].take_queue(&id, None).await.unwrap()));
         }
     }
-    let last = nodes[1].take_queue(&id).await.unwrap();
+    let last = nodes[1].take_queue(&id, None).await.unwrap();
     got.extend(texts(last));
     let rest = take_n(nodes[2], &id, total - got.len()).await;
     got.extend(rest);
@@ -147,7 +150,7 @@ async fn a_client_whose_unread_history_expired_is_told_to_handshake_again() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The client never read on A; its next connect lands on B after the bus
     // dropped what it missed: its session ends rather than silently skipping.
-    assert!(b.take_queue(&id).await.unwrap().is_empty());
+    assert!(b.take_queue(&id, None).await.unwrap().is_empty());
     assert!(!a.client_exists(&id).await.unwrap());
     assert!(rec_b.events().contains(&EngineEvent::Disconnect(id)));
     a.shutdown().await;
@@ -166,7 +169,7 @@ async fn a_client_made_on_a_quiet_bus_can_move_to_another_node() {
     let rec_b = start(&b, TIMEOUT);
     let id = a.create_client().await.unwrap();
     a.subscribe(&id, &ch("/x")).await.unwrap();
-    assert!(b.take_queue(&id).await.unwrap().is_empty());
+    assert!(b.take_queue(&id, None).await.unwrap().is_empty());
     assert!(b.client_exists(&id).await.unwrap(), "the move ended the session");
     assert!(!rec_b.events().contains(&EngineEvent::Disconnect(id)));
     a.publish(&ch("/x"), msg("/x", 1)).await.unwrap();
@@ -216,7 +219,7 @@ async fn a_node_that_missed_a_takeover_does_not_hand_out_its_stale_queue() {
     let mut turn = 0;
     while got.len() < 2 * PER_PUBLISHER && tokio::time::Instant::now() < deadline {
         got.extend(
-            texts(nodes[turn % 3].take_queue(&id).await.unwrap()).iter().map(|m| numbered(m)),
+            texts(nodes[turn % 3].take_queue(&id, None).await.unwrap()).iter().map(|m| numbered(m)),
         );
         turn += 1;
     }
@@ -226,7 +229,7 @@ async fn a_node_that_missed_a_takeover_does_not_hand_out_its_stale_queue() {
     // Anything still arriving is a duplicate.
     tokio::time::sleep(Duration::from_millis(200)).await;
     for node in &nodes {
-        got.extend(texts(node.take_queue(&id).await.unwrap()).iter().map(|m| numbered(m)));
+        got.extend(texts(node.take_queue(&id, None).await.unwrap()).iter().map(|m| numbered(m)));
     }
     for p in 0..2 {
         let seen: Vec<usize> = got.iter().filter(|(q, _)| *q == p).map(|(_, n)| *n).collect();
@@ -250,4 +253,42 @@ fn numbered(json: &str) -> (usize, usize) {
     let data = json.split(r#""data":["#).nth(1).and_then(|rest| rest.split(']').next());
     let (p, n) = data.and_then(|d| d.split_once(',')).unwrap_or_else(|| panic!("{json}"));
     (p.parse().unwrap(), n.parse().unwrap())
+}
+
+/// A long-poll answer lost with the node that sent it (killed mid-response) is
+/// handed out again by the node the client's retry reaches: Faye's client resends
+/// a failed connect with the same id. A connect with a new id (the client got its
+/// answer) is not given it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_lost_with_its_node_is_handed_out_again_to_the_same_connect() {
+    let a = TestEngine::fresh().await;
+    let (b, c) = (TestEngine::on(a.server.clone()).await, TestEngine::on(a.server.clone()).await);
+    for node in [&a, &b, &c] {
+        start(node, TIMEOUT);
+    }
+    let id = a.create_client().await.unwrap();
+    a.subscribe(&id, &ch("/x")).await.unwrap();
+    a.publish(&ch("/x"), msg("/x", 1)).await.unwrap();
+    a.publish(&ch("/x"), msg("/x", 2)).await.unwrap();
+    assert_eq!(texts(a.take_queue(&id, Some("5")).await.unwrap()).len(), 2);
+    // A dies before its answer to connect "5" reaches the client.
+    drop(a);
+    b.publish(&ch("/x"), msg("/x", 3)).await.unwrap();
+    let want = |ns: &[usize]| -> Vec<String> {
+        ns.iter().map(|n| format!(r#"{{"channel":"/x","data":{n}}}"#)).collect()
+    };
+    // The client resends connect "5"; it lands on B: 1 and 2 again, then 3.
+    assert_eq!(texts(b.take_queue(&id, Some("5")).await.unwrap()), want(&[1, 2, 3]));
+    // B's answer arrived: the next connect, "6", lands on C, which hands out only
+    // what is new.
+    c.publish(&ch("/x"), msg("/x", 4)).await.unwrap();
+    assert_eq!(texts(c.take_queue(&id, Some("6")).await.unwrap()), want(&[4]));
+    // And the same on one node: "7"'s answer lost on the way, "7" again gets it.
+    c.publish(&ch("/x"), msg("/x", 5)).await.unwrap();
+    assert_eq!(texts(c.take_queue(&id, Some("7")).await.unwrap()), want(&[5]));
+    c.publish(&ch("/x"), msg("/x", 6)).await.unwrap();
+    assert_eq!(texts(c.take_queue(&id, Some("7")).await.unwrap()), want(&[5, 6]));
+    assert!(c.take_queue(&id, Some("8")).await.unwrap().is_empty());
+    b.shutdown().await;
+    c.shutdown().await;
 }

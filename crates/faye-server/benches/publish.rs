@@ -52,7 +52,7 @@ fn engine_publish(c: &mut Criterion) {
                 rt.block_on(async {
                     engine.publish(black_box(&room), delivery.clone()).await.unwrap();
                     for id in &ids {
-                        black_box(engine.take_queue(id).await.unwrap());
+                        black_box(engine.take_queue(id, None).await.unwrap());
                     }
                 })
             })

@@ -301,7 +301,15 @@ impl<E: Engine> Server<E> {
                 }
                 Vec::new()
             }
-            None => self.poll(client, hold).await,
+            None => {
+                // The connect's id says whether the client is asking again for an
+                // answer it did not get (see `Engine::take_queue`).
+                let request = msg.id.as_ref().map(|id| match id {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                self.poll(client, hold, request.as_deref()).await
+            }
         };
         reply.advice = Some(self.advice(&reply, eventsource));
         replies.insert(0, Reply::message(finish(reply)));
@@ -333,14 +341,14 @@ impl<E: Engine> Server<E> {
     /// A long-poll connect: returns as soon as there are messages (with every
     /// message of the same tick), after `hold`, or at once if a newer connect for the
     /// same client replaces this one.
-    async fn poll(&self, client: ClientId, hold: Duration) -> Vec<Reply> {
+    async fn poll(&self, client: ClientId, hold: Duration, request: Option<&str>) -> Vec<Reply> {
         let registry = &self.shared.registry;
         let binding = Binding::new(false);
         registry.bind(client, binding.clone());
         let _guard = BindingGuard { registry, client, binding: binding.clone() };
         let deadline = tokio::time::Instant::now() + hold;
         loop {
-            match self.engine().take_queue(&client).await {
+            match self.engine().take_queue(&client, request).await {
                 Ok(messages) if !messages.is_empty() => {
                     return messages.into_iter().map(Reply::Delivery).collect();
                 }

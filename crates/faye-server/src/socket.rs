@@ -154,7 +154,7 @@ impl<E: Engine> Socket<E> {
                     // No yield to gather more first: it costs a scheduler round trip per
                     // push, and under load a socket that runs late finds several
                     // messages queued anyway, which then go out as one frame.
-                    match self.server.engine().take_queue(&client).await {
+                    match self.server.engine().take_queue(&client, None).await {
                         Ok(messages) if !messages.is_empty() => {
                             let request = self.request.as_deref();
                             let messages = self.server.outgoing_deliveries(messages, request).await;

@@ -72,8 +72,12 @@ impl Engine for TestEngine {
     async fn publish(&self, channel: &Channel, message: EncodedMessage) -> Result<(), EngineError> {
         self.engine.publish(channel, message).await
     }
-    async fn take_queue(&self, client: &ClientId) -> Result<Vec<EncodedMessage>, EngineError> {
-        self.engine.take_queue(client).await
+    async fn take_queue(
+        &self,
+        client: &ClientId,
+        request: Option<&str>,
+    ) -> Result<Vec<EncodedMessage>, EngineError> {
+        self.engine.take_queue(client, request).await
     }
     async fn shutdown(&self) {
         self.engine.shutdown().await;
