@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
@@ -79,8 +81,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && let Some(byte) =
-                s.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            && let Some(byte) = s.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())
         {
             out.push(byte);
             i += 3;
@@ -208,6 +209,10 @@ pub(crate) struct Settings {
     /// The bus key: on a Cluster, a pipeline's write to the bus is sent after the
     /// rest of the pipeline (see [`Cluster`]).
     pub(crate) bus: String,
+    /// Shared by the connections of one engine behind Sentinel: when one finds
+    /// that the master may have moved, the others look it up again too (see
+    /// [`Failover`]).
+    pub(crate) master_epoch: Arc<AtomicU64>,
 }
 
 impl Settings {
@@ -238,9 +243,8 @@ pub(crate) async fn open(target: &Target, settings: &Settings) -> Result<Conn, E
                 .set_connection_timeout(Some(settings.connection_timeout))
                 .set_number_of_retries(settings.retries)
                 .set_max_delay(Duration::from_millis(400));
-            let manager = ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(Error::Redis)?;
+            let manager =
+                ConnectionManager::new_with_config(client, config).await.map_err(Error::Redis)?;
             Ok(Conn::Standalone(manager))
         }
         Target::Sentinel(target) => {
@@ -286,6 +290,11 @@ fn is_readonly(kind: ErrorKind) -> bool {
 /// and connects to it. The failed command's error is returned as it is: the
 /// engine never resends a command (a publish that reached Redis must not be
 /// written twice), and its callers already treat a failure as a failure.
+///
+/// The engine's two connections share an epoch that such a failure moves on:
+/// the bus reader, always waiting in `XREAD`, sees a crashed master at once, and
+/// the command connection then looks the master up before its next command
+/// rather than failing it on the dead connection first.
 #[derive(Clone)]
 pub(crate) struct Failover {
     shared: Arc<FailoverShared>,
@@ -299,10 +308,19 @@ struct FailoverShared {
     /// Bound on one lookup plus connecting.
     timeout: Duration,
     db: i64,
-    /// The master's connection, with a generation number: a failure clears it
-    /// only if it is still the one that failed.
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// The master's connection, with a generation number (a failure clears it
+    /// only if it is still the one that failed) and the master epoch it was made
+    /// in (a later epoch means another connection found the master gone).
+    current: Mutex<Option<Current>>,
     generation: AtomicU64,
+    epoch: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+struct Current {
+    generation: u64,
+    epoch: u64,
+    conn: MultiplexedConnection,
 }
 
 impl Failover {
@@ -354,6 +372,7 @@ impl Failover {
                 db: target.db,
                 current: Mutex::new(None),
                 generation: AtomicU64::new(0),
+                epoch: settings.master_epoch.clone(),
             }),
         })
     }
@@ -362,13 +381,21 @@ impl Failover {
     /// sentinels name now.
     async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
         let shared = &self.shared;
-        if let Some(current) = lock(&shared.current).clone() {
+        let valid = || {
+            let epoch = shared.epoch.load(Ordering::Relaxed);
+            lock(&shared.current)
+                .as_ref()
+                .filter(|c| c.epoch == epoch)
+                .map(|c| (c.generation, c.conn.clone()))
+        };
+        if let Some(current) = valid() {
             return Ok(current);
         }
         let mut sentinel = shared.sentinel.lock().await;
-        if let Some(current) = lock(&shared.current).clone() {
+        if let Some(current) = valid() {
             return Ok(current);
         }
+        let epoch = shared.epoch.load(Ordering::Relaxed);
         let lookup = async {
             // Connects to the master the sentinels name and checks that it says
             // it is one (`ROLE`).
@@ -389,8 +416,18 @@ impl Failover {
         } else {
             tracing::debug!(master = %addr, "connected to the master the sentinels name");
         }
-        *lock(&shared.current) = Some((generation, conn.clone()));
+        *lock(&shared.current) = Some(Current { generation, epoch, conn: conn.clone() });
         Ok((generation, conn))
+    }
+
+    /// Forgets the connection `generation` (if it is still the current one) and
+    /// tells the engine's other connection to look the master up again.
+    fn forget(&self, generation: u64) {
+        let mut current = lock(&self.shared.current);
+        if current.as_ref().is_some_and(|c| c.generation == generation) {
+            *current = None;
+            self.shared.epoch.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// After a failure of the connection `generation`: forget it if the master
@@ -399,11 +436,8 @@ impl Failover {
         if !master_moved(e) {
             return;
         }
-        let mut current = lock(&self.shared.current);
-        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-            tracing::debug!(error = %e, "the master may have moved: asking the sentinels again");
-            *current = None;
-        }
+        tracing::debug!(error = %e, "the master may have moved: asking the sentinels again");
+        self.forget(generation);
     }
 
     async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
@@ -412,7 +446,7 @@ impl Failover {
         match &reply {
             Err(e) => self.failed(generation, e),
             Ok(Value::ServerError(e)) if e.kind() == Some(ServerErrorKind::ReadOnly) => {
-                *lock(&self.shared.current) = None;
+                self.forget(generation);
             }
             Ok(_) => {}
         }
@@ -434,10 +468,7 @@ impl Failover {
                     |v| matches!(v, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::ReadOnly)),
                 );
                 if readonly {
-                    let mut current = lock(&self.shared.current);
-                    if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-                        *current = None;
-                    }
+                    self.forget(generation);
                 }
             }
         }
@@ -572,7 +603,8 @@ mod tests {
 
     #[test]
     fn sentinel_urls() {
-        let t = SentinelTarget::parse("redis+sentinel://a:1,b,[::1]:3/mymaster/2").unwrap().unwrap();
+        let t =
+            SentinelTarget::parse("redis+sentinel://a:1,b,[::1]:3/mymaster/2").unwrap().unwrap();
         assert_eq!(
             t.sentinels,
             vec![("a".into(), 1), ("b".into(), SENTINEL_PORT), ("::1".into(), 3)]

@@ -311,15 +311,14 @@ impl RedisEngine {
             retries: RECONNECT_RETRIES,
             ca_cert: config.ca_cert.clone(),
             bus: keys.bus.clone(),
+            master_epoch: Arc::default(),
         };
         let mut conn = conn::open(&target, &settings).await?;
         // The reader's XREAD blocks on purpose: its timeout must outlast the
         // block. Its own connection (on a Cluster, its own connections to the
         // nodes), so that the block holds up no other command.
-        let reader_settings = conn::Settings {
-            response_timeout: READ_BLOCK + config.response_timeout,
-            ..settings
-        };
+        let reader_settings =
+            conn::Settings { response_timeout: READ_BLOCK + config.response_timeout, ..settings };
         let reader = conn::open(&target, &reader_settings).await?;
 
         // On a Cluster, INFO is answered by every node (a map): the oldest counts.

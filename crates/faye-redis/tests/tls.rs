@@ -83,7 +83,8 @@ async fn checks_the_servers_certificate() {
     assert!(err.to_string().contains("cannot use Redis"), "{err}");
 
     let tls_port = redis.server.tls_port.unwrap();
-    let plain = RedisConfig::new(format!("redis://127.0.0.1:{tls_port}/")).response_timeout(timeout);
+    let plain =
+        RedisConfig::new(format!("redis://127.0.0.1:{tls_port}/")).response_timeout(timeout);
     assert!(RedisEngine::connect(plain).await.is_err(), "plain text on the TLS port");
 
     // A CA certificate with a plain URL is a mistake, said at once.

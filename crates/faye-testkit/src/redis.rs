@@ -377,7 +377,6 @@ impl Sentinel {
         let reply = command_on(self.port, &["SENTINEL", "get-master-addr-by-name", master]).ok()?;
         reply.get(1)?.parse().ok()
     }
-
 }
 
 fn wait_sentinel(
