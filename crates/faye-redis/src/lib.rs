@@ -289,7 +289,7 @@ const FETCH_BATCH: usize = 1024;
 const MOVED: i64 = 2;
 /// Longest a publish waits for this node to route its own entry.
 const PUBLISH_WAIT: Duration = Duration::from_secs(1);
-/// Reconnect attempts per round, after the first (see `RedisEngine::connect`).
+/// Reconnect attempts per round, after the first (see `conn::open`).
 const RECONNECT_RETRIES: usize = 2;
 /// Expired clients one collector pass handles per round trip.
 const GC_BATCH: usize = 100;
