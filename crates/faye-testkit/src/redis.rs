@@ -22,6 +22,9 @@ pub struct RedisServer {
     pub tls_port: Option<u16>,
     /// Arguments after the port ones, kept for [`RedisServer::restart`].
     args: Vec<String>,
+    /// Its working directory: a replica writes the primary's data there
+    /// (`dump.rdb`) even without persistence.
+    _dir: Option<TempDir>,
 }
 
 impl RedisServer {
@@ -62,12 +65,20 @@ impl RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
+            let dir = TempDir::new("redis");
             let mut args = args.to_vec();
+            args.extend(["--dir".into(), dir.path().display().to_string()]);
             let tls_port = tls.then(free_port);
             if let Some(tls_port) = tls_port {
                 args.extend(["--tls-port".into(), tls_port.to_string()]);
             }
-            let server = Self { child: Mutex::new(spawn(port, &args)), port, tls_port, args };
+            let server = Self {
+                child: Mutex::new(spawn(port, &args)),
+                port,
+                tls_port,
+                args,
+                _dir: Some(dir),
+            };
             match server.wait_ready(Duration::from_secs(10)) {
                 Ok(()) => return server,
                 Err(e) => last_error = e,
@@ -453,6 +464,7 @@ impl RedisCluster {
                         port,
                         tls_port: None,
                         args,
+                        _dir: None,
                     };
                     if server.wait_ready(Duration::from_secs(10)).is_ok() {
                         return server;
