@@ -106,9 +106,18 @@ struct ServeArgs {
     #[arg(long, env = "FAYE_ENGINE", value_enum, default_value_t = EngineKind::Memory)]
     engine: EngineKind,
     /// The Redis of `--engine redis` (6.2 or newer), as redis://host:port/db, with
-    /// credentials as redis://user:password@host:port/db.
+    /// credentials as redis://user:password@host:port/db; rediss://... for TLS; a
+    /// master behind Sentinel as redis+sentinel://host:port,host:port/MASTER/db.
+    /// With --redis-cluster: the cluster's seed nodes, repeated or comma-separated.
     #[arg(long, env = "FAYE_REDIS_URL")]
-    redis_url: Option<String>,
+    redis_url: Vec<String>,
+    /// --redis-url names seed nodes of a Redis Cluster.
+    #[arg(long, env = "FAYE_REDIS_CLUSTER", value_parser = clap::builder::BoolishValueParser::new())]
+    redis_cluster: bool,
+    /// A CA certificate (PEM file) to check the Redis server's TLS certificate
+    /// against, instead of the system's roots (with rediss:// URLs).
+    #[arg(long, env = "FAYE_REDIS_CA_CERT", value_name = "FILE")]
+    redis_ca_cert: Option<std::path::PathBuf>,
     /// Prefix of the engine's Redis keys; every node of one service uses the same.
     #[arg(long, env = "FAYE_REDIS_NAMESPACE", default_value = "faye")]
     redis_namespace: String,
@@ -154,17 +163,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     match args.engine {
         EngineKind::Memory => serve_with(MemoryEngine::new(), "memory", args).await,
         EngineKind::Redis => {
-            let url = args
-                .redis_url
-                .clone()
-                .context("--engine redis needs --redis-url (or FAYE_REDIS_URL)")?;
-            let config = RedisConfig::new(url).namespace(args.redis_namespace.clone());
+            let config = redis_config(&args)?;
             let engine =
                 RedisEngine::connect(config).await.context("cannot start the Redis engine")?;
             tracing::info!(node = engine.node(), namespace = %args.redis_namespace, "connected to Redis");
             serve_with(engine, "redis", args).await
         }
     }
+}
+
+/// The Redis engine's settings from `--redis-*`.
+fn redis_config(args: &ServeArgs) -> anyhow::Result<RedisConfig> {
+    let mut config = if args.redis_cluster {
+        // Seeds repeated or comma-separated (a sentinel URL, which has commas,
+        // is not a cluster seed).
+        let seeds: Vec<String> = args
+            .redis_url
+            .iter()
+            .flat_map(|u| u.split(','))
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if seeds.is_empty() {
+            anyhow::bail!("--redis-cluster needs at least one --redis-url (or FAYE_REDIS_URL)");
+        }
+        RedisConfig::cluster(seeds)
+    } else {
+        match args.redis_url.as_slice() {
+            [] => anyhow::bail!("--engine redis needs --redis-url (or FAYE_REDIS_URL)"),
+            [url] => RedisConfig::new(url),
+            _ => anyhow::bail!(
+                "several --redis-url given: only a cluster (--redis-cluster) takes several"
+            ),
+        }
+    };
+    if let Some(path) = &args.redis_ca_cert {
+        config = config
+            .ca_cert_file(path)
+            .with_context(|| format!("cannot read --redis-ca-cert {}", path.display()))?;
+    }
+    Ok(config.namespace(args.redis_namespace.clone()))
 }
 
 /// `Server` is generic over its engine: the engine is picked here, at start-up.

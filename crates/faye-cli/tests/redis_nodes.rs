@@ -1,10 +1,12 @@
 //! Two `faye serve --engine redis` processes on one Redis act as one service: a
 //! client that handshakes on one node, subscribes and publishes through the
-//! other, and long-polls on the first receives its message.
+//! other, and long-polls on the first receives its message. On one redis-server,
+//! on a Redis Cluster (`--redis-cluster`), and behind Sentinel
+//! (`redis+sentinel://`).
 
 use faye_testkit::QUICK;
 use faye_testkit::http::{Request, fetch};
-use faye_testkit::redis::RedisServer;
+use faye_testkit::redis::{RedisCluster, RedisServer, Sentinel};
 use faye_testkit::server::FayeProcess;
 use serde_json::{Value, json};
 
@@ -23,10 +25,35 @@ async fn post(node: &FayeProcess, body: Value) -> Value {
 #[tokio::test]
 async fn a_message_published_on_one_node_reaches_a_client_polling_another() {
     let redis = RedisServer::start();
-    let bin = env!("CARGO_BIN_EXE_faye");
     let args = ["--engine", "redis", "--redis-url", &redis.url(), "--redis-namespace", "cli"];
-    let a = FayeProcess::serve(bin, &args).await;
-    let b = FayeProcess::serve(bin, &args).await;
+    one_service(&args, &args).await;
+}
+
+#[tokio::test]
+async fn the_same_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    // Seeds comma-separated on one node, repeated on the other.
+    let seeds = urls[..2].join(",");
+    let a = ["--engine", "redis", "--redis-cluster", "--redis-url", &seeds];
+    let b =
+        ["--engine", "redis", "--redis-cluster", "--redis-url", &urls[1], "--redis-url", &urls[2]];
+    one_service(&a, &b).await;
+}
+
+#[tokio::test]
+async fn the_same_behind_sentinel() {
+    let redis = RedisServer::start();
+    let sentinel = Sentinel::start("cli", redis.port, 0);
+    let url = format!("redis+sentinel://{}/cli", sentinel.addr());
+    let args = ["--engine", "redis", "--redis-url", &url];
+    one_service(&args, &args).await;
+}
+
+async fn one_service(a_args: &[&str], b_args: &[&str]) {
+    let bin = env!("CARGO_BIN_EXE_faye");
+    let a = FayeProcess::serve(bin, a_args).await;
+    let b = FayeProcess::serve(bin, b_args).await;
 
     let hs = post(
         &a,

@@ -30,16 +30,17 @@ use faye_engine::{
     Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, EngineEvent, Subscribed,
     generate_client_id,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod conn;
 mod router;
 mod scripts;
 mod stream;
 
+use conn::{Conn, SentinelTarget, Target};
 use router::{Answered, Effects, Local, Router};
 use stream::{Entry, StreamId, field, tag};
 
@@ -65,9 +66,21 @@ pub enum Error {
 }
 
 /// How to reach Redis and how to lay out the engine's keys.
+///
+/// Three topologies (the repository's `docs/redis.md` has a section on each):
+///
+/// - one server: [`RedisConfig::new`] with `redis://`, `rediss://` (TLS) or
+///   `redis+unix://`;
+/// - a master watched by Sentinel: [`RedisConfig::new`] with
+///   `redis+sentinel://host:port,host:port/MASTER/DB` (or `rediss+sentinel://`
+///   for TLS to the sentinels and the master), or [`RedisConfig::sentinel`];
+///   the engine follows a failover by itself;
+/// - a Redis Cluster: [`RedisConfig::cluster`] with seed nodes.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     url: String,
+    cluster: Option<Vec<String>>,
+    ca_cert: Option<Vec<u8>>,
     namespace: String,
     retention: Option<Duration>,
     ring_capacity: usize,
@@ -75,14 +88,74 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// `url`: `redis://[user:password@]host[:port][/db]` or `redis+unix:///path`.
+    /// `url`: `redis://[user:password@]host[:port][/db]`, `rediss://...` for TLS
+    /// (the server's certificate is checked against the system's roots, or
+    /// [`RedisConfig::ca_cert`]), `redis+unix:///path`, or a master behind
+    /// Sentinel: `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]`
+    /// (sentinels' default port 26379; the credentials and db are the master's;
+    /// `rediss+sentinel://` speaks TLS to the sentinels and to the master).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster: None,
+            ca_cert: None,
             namespace: "faye".into(),
             retention: None,
             ring_capacity: 4096,
             response_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A master behind Sentinel: the sentinels' addresses (`host:port`) and the
+    /// name they monitor it by. The same as [`RedisConfig::new`] with
+    /// `redis+sentinel://HOST:PORT,.../MASTER`; use that form for credentials,
+    /// a database or TLS.
+    pub fn sentinel<S: AsRef<str>>(
+        sentinels: impl IntoIterator<Item = S>,
+        master: impl AsRef<str>,
+    ) -> Self {
+        let hosts: Vec<String> = sentinels.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        Self::new(format!("redis+sentinel://{}/{}", hosts.join(","), master.as_ref()))
+    }
+
+    /// A Redis Cluster, found through these seed nodes' URLs (`redis://host:port`
+    /// or `rediss://host:port`; one reachable node is enough, the others are
+    /// discovered). The engine's keys are laid out so that every script runs in
+    /// one slot; the bus is one stream, so one shard takes every publish.
+    pub fn cluster<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> Self {
+        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        let mut config = Self::new(seeds.first().cloned().unwrap_or_default());
+        config.cluster = Some(seeds);
+        config
+    }
+
+    /// A CA certificate (PEM, one or more) to check the server's certificate
+    /// against with TLS (`rediss://`), instead of the system's roots: for a Redis
+    /// whose certificate is signed by a private CA.
+    pub fn ca_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_cert = Some(pem.into());
+        self
+    }
+
+    /// As [`RedisConfig::ca_cert`], read from a PEM file.
+    pub fn ca_cert_file(self, path: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
+        let pem = std::fs::read(path)?;
+        Ok(self.ca_cert(pem))
+    }
+
+    fn target(&self) -> Result<Target, Error> {
+        if let Some(seeds) = &self.cluster {
+            if seeds.is_empty() {
+                return Err(Error::Url(RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "a cluster needs at least one seed URL",
+                ))));
+            }
+            return Ok(Target::Cluster(seeds.clone()));
+        }
+        match SentinelTarget::parse(&self.url) {
+            Some(sentinel) => Ok(Target::Sentinel(sentinel.map_err(Error::Url)?)),
+            None => Ok(Target::Standalone(self.url.clone())),
         }
     }
 
@@ -162,9 +235,9 @@ struct Inner {
     keys: Keys,
     /// This process's name on the bus (random), to tell its own entries apart.
     node: String,
-    conn: ConnectionManager,
+    conn: Conn,
     /// The connection the bus reader blocks on, taken by `start`.
-    reader_conn: Mutex<Option<ConnectionManager>>,
+    reader_conn: Mutex<Option<Conn>>,
     retention: Option<Duration>,
     ctx: OnceLock<EngineContext>,
     router: Mutex<Router>,
@@ -216,7 +289,7 @@ const FETCH_BATCH: usize = 1024;
 const MOVED: i64 = 2;
 /// Longest a publish waits for this node to route its own entry.
 const PUBLISH_WAIT: Duration = Duration::from_secs(1);
-/// Reconnect attempts per round, after the first (see `RedisEngine::connect`).
+/// Reconnect attempts per round, after the first (see `conn::open`).
 const RECONNECT_RETRIES: usize = 2;
 /// Expired clients one collector pass handles per round trip.
 const GC_BATCH: usize = 100;
@@ -230,41 +303,34 @@ impl RedisEngine {
         if ns.is_empty() || ns.contains(['{', '}']) {
             return Err(Error::Namespace(ns.clone()));
         }
-        let client = redis::Client::open(config.url.as_str()).map_err(Error::Url)?;
-        // Every request waits for a reconnection in progress, and the manager's
-        // default (6 retries, backing off to 3.2 s) would hold each request for
-        // ~6 s while Redis is down. Two quick retries make requests fail fast; the
-        // next request (the bus reader asks at least every 2 s) starts another
-        // round, so reconnecting goes on for as long as the outage lasts.
-        let settings = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.response_timeout))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_max_delay(Duration::from_millis(400));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), settings.clone())
-            .await
-            .map_err(Error::Redis)?;
-        // The reader's XREAD blocks on purpose: its timeout must outlast the block.
+        let keys = Keys::new(ns);
+        let target = config.target()?;
+        let settings = conn::Settings {
+            response_timeout: config.response_timeout,
+            connection_timeout: config.response_timeout,
+            retries: RECONNECT_RETRIES,
+            ca_cert: config.ca_cert.clone(),
+            bus: keys.bus.clone(),
+            master_epoch: Arc::default(),
+        };
+        let mut conn = conn::open(&target, &settings).await?;
+        // The reader's XREAD blocks on purpose: its timeout must outlast the
+        // block. Its own connection (on a Cluster, its own connections to the
+        // nodes), so that the block holds up no other command.
         let reader_settings =
-            settings.set_response_timeout(Some(READ_BLOCK + config.response_timeout));
-        let reader = ConnectionManager::new_with_config(client, reader_settings)
-            .await
-            .map_err(Error::Redis)?;
+            conn::Settings { response_timeout: READ_BLOCK + config.response_timeout, ..settings };
+        let reader = conn::open(&target, &reader_settings).await?;
 
-        let info: String =
+        // On a Cluster, INFO is answered by every node (a map): the oldest counts.
+        let info: Value =
             redis::cmd("INFO").arg("server").query_async(&mut conn).await.map_err(Error::Redis)?;
-        let version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_owned();
-        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        if (major, minor) < (6, 2) {
+        let version = server_versions(&info)
+            .into_iter()
+            .min_by_key(|v| version_key(v))
+            .unwrap_or_else(|| "unknown".to_owned());
+        if version_key(&version) < (6, 2) {
             return Err(Error::Version { found: version });
         }
-        let keys = Keys::new(ns);
         load_scripts(&mut conn).await.map_err(Error::Redis)?;
         // Start after the newest entry: what was published before this node
         // existed is replayed per client, from its cursor, when one moves here.
@@ -306,7 +372,32 @@ impl RedisEngine {
     }
 }
 
-async fn load_scripts(conn: &mut ConnectionManager) -> Result<(), RedisError> {
+/// The `redis_version` of each `INFO` text in a reply (one, or one per node).
+fn server_versions(info: &Value) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    };
+    let texts: Vec<String> = match info {
+        Value::Map(nodes) => nodes.iter().filter_map(|(_, v)| text(v)).collect(),
+        other => text(other).into_iter().collect(),
+    };
+    texts
+        .iter()
+        .filter_map(|t| {
+            t.lines().find_map(|l| l.strip_prefix("redis_version:")).map(|v| v.trim().to_owned())
+        })
+        .collect()
+}
+
+fn version_key(version: &str) -> (u32, u32) {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+async fn load_scripts(conn: &mut Conn) -> Result<(), RedisError> {
     let mut pipe = redis::pipe();
     for script in scripts::all() {
         pipe.load_script(script);
@@ -338,7 +429,7 @@ impl Inner {
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -693,7 +784,7 @@ impl Inner {
 /// stalled or unreachable) is logged once per outage and retried with a backoff;
 /// the connection manager reconnects, reading resumes after the last entry
 /// routed, and the end of the outage is logged with its length.
-async fn read_bus(inner: Weak<Inner>, mut conn: ConnectionManager, cancel: CancellationToken) {
+async fn read_bus(inner: Weak<Inner>, mut conn: Conn, cancel: CancellationToken) {
     let mut failures = 0u32;
     let mut outage_began = tokio::time::Instant::now();
     // An outage whose lost sessions are still to be looked for.

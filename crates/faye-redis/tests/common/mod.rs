@@ -12,12 +12,27 @@ use faye_engine::{
 use faye_redis::{RedisConfig, RedisEngine};
 use faye_testkit::redis::RedisServer;
 
-/// A Redis engine that owns the redis-server it runs on, so the server lives as
-/// long as the test's engine and is killed with it.
-#[derive(Debug, Clone)]
-pub struct TestEngine {
+/// A Redis engine that owns the redis-server it runs on (or the servers: a
+/// Sentinel set-up, a Cluster), so the servers live as long as the test's engine
+/// and are killed with it.
+#[derive(Debug)]
+pub struct TestEngine<S = RedisServer> {
     pub engine: RedisEngine,
-    pub server: Arc<RedisServer>,
+    pub server: Arc<S>,
+}
+
+impl<S> Clone for TestEngine<S> {
+    fn clone(&self) -> Self {
+        Self { engine: self.engine.clone(), server: self.server.clone() }
+    }
+}
+
+impl<S> TestEngine<S> {
+    /// An engine connected with `config`, owning `server`.
+    pub async fn connect(server: Arc<S>, config: RedisConfig) -> Self {
+        let engine = RedisEngine::connect(config).await.expect("connect to the test Redis");
+        Self { engine, server }
+    }
 }
 
 impl TestEngine {
@@ -43,7 +58,7 @@ impl TestEngine {
     }
 }
 
-impl Engine for TestEngine {
+impl<S: std::fmt::Debug + Send + Sync + 'static> Engine for TestEngine<S> {
     fn start(&self, ctx: EngineContext) {
         self.engine.start(ctx);
     }
