@@ -538,8 +538,8 @@ impl Inner {
                 ctx.listener.mail(id);
             }
         }
-        for id in fx.closed {
-            self.emit(EngineEvent::Close(id));
+        for event in fx.events {
+            self.emit(event);
         }
         for id in fx.too_slow {
             tracing::warn!(client = %id, "queue full: disconnecting a client too slow to keep up");
@@ -564,15 +564,21 @@ impl Inner {
         };
         let mut pipe = redis::pipe();
         pipe.cmd("ZREM").arg(&self.keys.clients).arg(client.as_str()).ignore();
-        pipe.add_command(self.xadd(&[
-            (field::KIND, tag::DESTROYED.as_bytes()),
-            (field::CLIENT, client.as_str().as_bytes()),
-            (field::NODE, self.node.as_bytes()),
-        ]))
-        .ignore();
+        pipe.add_command(self.destroyed_entry(client, &channels)).ignore();
         let sent = pipe.query_async::<()>(&mut self.conn()).await.map_err(backend);
         self.report_destroyed(client, channels);
         sent
+    }
+
+    /// The bus entry saying this node destroyed `client`, with what it was
+    /// subscribed to (so that every node can report the unsubscriptions).
+    fn destroyed_entry(&self, client: &ClientId, channels: &[String]) -> redis::Cmd {
+        self.xadd(&[
+            (field::KIND, tag::DESTROYED.as_bytes()),
+            (field::CLIENT, client.as_str().as_bytes()),
+            (field::NODE, self.node.as_bytes()),
+            (field::CHANNEL, channels.join("\n").as_bytes()),
+        ])
     }
 
     fn report_destroyed(&self, client: &ClientId, channels: Vec<String>) {
@@ -760,12 +766,7 @@ impl Inner {
                     continue;
                 }
                 self.router().evict(&id);
-                pipe.add_command(self.xadd(&[
-                    (field::KIND, tag::DESTROYED.as_bytes()),
-                    (field::CLIENT, id.as_str().as_bytes()),
-                    (field::NODE, self.node.as_bytes()),
-                ]))
-                .ignore();
+                pipe.add_command(self.destroyed_entry(&id, &channels)).ignore();
                 self.report_destroyed(&id, channels);
                 reported = true;
             }
@@ -926,6 +927,13 @@ impl Engine for RedisEngine {
             .arg(now_ms() + ms(lifetime))
             .arg(id.as_str())
             .ignore()
+            // So that every node reports the handshake.
+            .add_command(inner.xadd(&[
+                (field::KIND, tag::HANDSHAKE.as_bytes()),
+                (field::CLIENT, id.as_str().as_bytes()),
+                (field::NODE, inner.node.as_bytes()),
+            ]))
+            .ignore()
             .query_async::<()>(&mut inner.conn())
             .await;
         if let Err(e) = created {
@@ -1001,6 +1009,7 @@ impl Engine for RedisEngine {
                 (field::KIND, tag::SUBSCRIBE.as_bytes()),
                 (field::CLIENT, client.as_str().as_bytes()),
                 (field::CHANNEL, channel.as_str().as_bytes()),
+                (field::NODE, inner.node.as_bytes()),
             ])
             .query_async(&mut inner.conn())
             .await
@@ -1025,6 +1034,7 @@ impl Engine for RedisEngine {
                 (field::KIND, tag::UNSUBSCRIBE.as_bytes()),
                 (field::CLIENT, client.as_str().as_bytes()),
                 (field::CHANNEL, channel.as_str().as_bytes()),
+                (field::NODE, inner.node.as_bytes()),
             ])
             .query_async(&mut inner.conn())
             .await

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use faye_engine::{Channel, ClientId, EncodedMessage};
+use faye_engine::{Channel, ClientId, EncodedMessage, EngineEvent};
 use tokio::time::Instant;
 
 use crate::stream::{Entry, Kind, StreamId};
@@ -69,8 +69,10 @@ pub(crate) struct Effects {
     pub(crate) mail: Vec<ClientId>,
     /// Clients whose queue was full when a message arrived (destroy them).
     pub(crate) too_slow: Vec<ClientId>,
-    /// Clients this node held that another node destroyed (report `Close`).
-    pub(crate) closed: Vec<ClientId>,
+    /// What other nodes did, for this node's monitoring (each node reports its
+    /// own operations itself), in bus order. Includes `Close` for a client another
+    /// node destroyed, so that this node closes its connections.
+    pub(crate) events: Vec<EngineEvent>,
 }
 
 #[derive(Debug)]
@@ -162,8 +164,23 @@ impl Router {
                     fx.mail.push(id);
                 }
             }
-            Kind::Subscribe { client, channel } => self.add_sub(client, channel),
-            Kind::Unsubscribe { client, channel } => self.remove_sub(client, channel),
+            Kind::Handshake { client, node } => {
+                if node != &self.node {
+                    fx.events.push(EngineEvent::Handshake(*client));
+                }
+            }
+            Kind::Subscribe { client, channel, node } => {
+                self.add_sub(client, channel);
+                if node.as_ref().is_some_and(|n| n != &self.node) {
+                    fx.events.push(EngineEvent::Subscribe(*client, channel.clone()));
+                }
+            }
+            Kind::Unsubscribe { client, channel, node } => {
+                self.remove_sub(client, channel);
+                if node.as_ref().is_some_and(|n| n != &self.node) {
+                    fx.events.push(EngineEvent::Unsubscribe(*client, channel.clone()));
+                }
+            }
             Kind::Own { client, node } => {
                 let moved = node != &self.node
                     && self.clients.get(client).is_some_and(|l| l.owned_at < entry.id);
@@ -171,9 +188,14 @@ impl Router {
                     self.evict(client);
                 }
             }
-            Kind::Destroyed { client, node } => {
-                if self.evict(client).is_some() && node != &self.node {
-                    fx.closed.push(*client);
+            Kind::Destroyed { client, node, channels } => {
+                self.evict(client);
+                if node != &self.node {
+                    for channel in channels {
+                        fx.events.push(EngineEvent::Unsubscribe(*client, channel.clone()));
+                    }
+                    fx.events.push(EngineEvent::Disconnect(*client));
+                    fx.events.push(EngineEvent::Close(*client));
                 }
             }
             Kind::Unknown => {}
@@ -248,10 +270,10 @@ impl Router {
         let mut subs = snapshot;
         for entry in replay.iter().rev() {
             match &entry.kind {
-                Kind::Subscribe { client: c, channel } if *c == client => {
+                Kind::Subscribe { client: c, channel, .. } if *c == client => {
                     subs.remove(channel);
                 }
-                Kind::Unsubscribe { client: c, channel } if *c == client => {
+                Kind::Unsubscribe { client: c, channel, .. } if *c == client => {
                     subs.insert(channel.clone());
                 }
                 _ => {}
@@ -266,10 +288,10 @@ impl Router {
                     local.queue.push(message.clone());
                     local.queued_bytes += message.json().len();
                 }
-                Kind::Subscribe { client: c, channel } if *c == client => {
+                Kind::Subscribe { client: c, channel, .. } if *c == client => {
                     local.subs.insert(channel.clone());
                 }
-                Kind::Unsubscribe { client: c, channel } if *c == client => {
+                Kind::Unsubscribe { client: c, channel, .. } if *c == client => {
                     local.subs.remove(channel);
                 }
                 Kind::Destroyed { client: c, .. } if *c == client => return false,
@@ -311,7 +333,7 @@ mod tests {
         let mut router = Router::new("me".into(), id(0), 16);
         let sub = Arc::new(Entry {
             id: id(3),
-            kind: Kind::Subscribe { client: c, channel: "/a".into() },
+            kind: Kind::Subscribe { client: c, channel: "/a".into(), node: None },
         });
         let replay = vec![msg(2, "/a"), sub, msg(4, "/a")];
         let mut fx = Effects::default();

@@ -30,14 +30,17 @@ impl fmt::Display for StreamId {
 pub(crate) enum Kind {
     /// A publish: the channel and the message as subscribers receive it.
     Message { channel: String, message: EncodedMessage },
-    /// A client subscribed to a channel or pattern.
-    Subscribe { client: ClientId, channel: String },
-    /// A client left a channel or pattern.
-    Unsubscribe { client: ClientId, channel: String },
+    /// A node created a client (its handshake).
+    Handshake { client: ClientId, node: String },
+    /// A client subscribed to a channel or pattern (through `node`, if recorded).
+    Subscribe { client: ClientId, channel: String, node: Option<String> },
+    /// A client left a channel or pattern (through `node`, if recorded).
+    Unsubscribe { client: ClientId, channel: String, node: Option<String> },
     /// A node took over a client's queue (a connect landed there).
     Own { client: ClientId, node: String },
-    /// A node destroyed a client (disconnect, expiry, overflow).
-    Destroyed { client: ClientId, node: String },
+    /// A node destroyed a client (disconnect, expiry, overflow); `channels`: what
+    /// it was subscribed to.
+    Destroyed { client: ClientId, node: String, channels: Vec<String> },
     /// An entry this version does not know (a newer node wrote it): skipped.
     Unknown,
 }
@@ -60,6 +63,7 @@ pub(crate) mod field {
 /// Kind tags (the `k` field).
 pub(crate) mod tag {
     pub(crate) const MESSAGE: &str = "m";
+    pub(crate) const HANDSHAKE: &str = "h";
     pub(crate) const SUBSCRIBE: &str = "s";
     pub(crate) const UNSUBSCRIBE: &str = "u";
     pub(crate) const OWN: &str = "o";
@@ -109,10 +113,24 @@ fn entry(v: &Value) -> Option<Entry> {
             channel: channel?.to_owned(),
             message: EncodedMessage::from_json(data?),
         },
-        tag::SUBSCRIBE => Kind::Subscribe { client: client?, channel: channel?.to_owned() },
-        tag::UNSUBSCRIBE => Kind::Unsubscribe { client: client?, channel: channel?.to_owned() },
+        tag::HANDSHAKE => Kind::Handshake { client: client?, node: node?.to_owned() },
+        tag::SUBSCRIBE => Kind::Subscribe {
+            client: client?,
+            channel: channel?.to_owned(),
+            node: node.map(str::to_owned),
+        },
+        tag::UNSUBSCRIBE => Kind::Unsubscribe {
+            client: client?,
+            channel: channel?.to_owned(),
+            node: node.map(str::to_owned),
+        },
         tag::OWN => Kind::Own { client: client?, node: node?.to_owned() },
-        tag::DESTROYED => Kind::Destroyed { client: client?, node: node?.to_owned() },
+        // The channels, one per line (a channel name has no line breaks).
+        tag::DESTROYED => Kind::Destroyed {
+            client: client?,
+            node: node?.to_owned(),
+            channels: channel.map(|c| c.lines().map(str::to_owned).collect()).unwrap_or_default(),
+        },
         _ => Kind::Unknown,
     };
     Some(Entry { id, kind })

@@ -292,3 +292,64 @@ async fn an_answer_lost_with_its_node_is_handed_out_again_to_the_same_connect() 
     b.shutdown().await;
     c.shutdown().await;
 }
+
+/// Every node reports every client's monitoring events, whichever node did the
+/// operation (each once), in the order they happened; expiry too, once per node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reports_every_clients_events() {
+    let a = TestEngine::fresh().await;
+    let b = TestEngine::on(a.server.clone()).await;
+    let timeout = Duration::from_millis(300);
+    let (rec_a, rec_b) = (start(&a, timeout), start(&b, timeout));
+    let one = a.create_client().await.unwrap();
+    a.subscribe(&one, &ch("/x")).await.unwrap();
+    b.subscribe(&one, &ch("/y/*")).await.unwrap();
+    a.unsubscribe(&one, &ch("/x")).await.unwrap();
+    b.destroy_client(&one).await.unwrap();
+    let want = [
+        EngineEvent::Handshake(one),
+        EngineEvent::Subscribe(one, "/x".into()),
+        EngineEvent::Subscribe(one, "/y/*".into()),
+        EngineEvent::Unsubscribe(one, "/x".into()),
+        EngineEvent::Unsubscribe(one, "/y/*".into()),
+        EngineEvent::Disconnect(one),
+        EngineEvent::Close(one),
+    ];
+    // A client that expires (never pinged) is reported by the collector's node
+    // and, through the bus, by the other.
+    let two = b.create_client().await.unwrap();
+    b.subscribe(&two, &ch("/z")).await.unwrap();
+    let expired = [
+        EngineEvent::Handshake(two),
+        EngineEvent::Subscribe(two, "/z".into()),
+        EngineEvent::Unsubscribe(two, "/z".into()),
+        EngineEvent::Disconnect(two),
+        EngineEvent::Close(two),
+    ];
+    let of = |rec: &faye_engine::testing::Recorder, id| -> Vec<EngineEvent> {
+        rec.events().into_iter().filter(|e| event_client(e) == id).collect()
+    };
+    for _ in 0..300 {
+        if [&rec_a, &rec_b].iter().all(|r| of(r, one).len() >= 7 && of(r, two).len() >= 5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (name, rec) in [("A", &rec_a), ("B", &rec_b)] {
+        assert_eq!(of(rec, one), want, "node {name}");
+        assert_eq!(of(rec, two), expired, "node {name}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+fn event_client(event: &EngineEvent) -> faye_engine::ClientId {
+    match event {
+        EngineEvent::Handshake(id)
+        | EngineEvent::Subscribe(id, _)
+        | EngineEvent::Unsubscribe(id, _)
+        | EngineEvent::Disconnect(id)
+        | EngineEvent::Close(id) => *id,
+        _ => unreachable!("an event this test does not know: {event:?}"),
+    }
+}
