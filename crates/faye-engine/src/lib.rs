@@ -155,6 +155,13 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
     /// `channel.expand()` and calls [`EngineListener::mail`] for each. A recipient
     /// whose queue is full ([`Limits::max_queue`], [`Limits::max_queue_bytes`]) is
     /// destroyed instead.
+    ///
+    /// A publish's place in the order of publishes is fixed when the returned
+    /// future is first polled: publishes first polled one after another reach
+    /// every subscriber in that order, however long each takes to complete. The
+    /// server relies on this to apply a client's publishes in order without
+    /// waiting for each to complete (an engine with a network round trip would
+    /// otherwise cap a client at one publish per round trip).
     fn publish(
         &self,
         channel: &Channel,

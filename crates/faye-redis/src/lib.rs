@@ -31,7 +31,7 @@ use faye_engine::{
     generate_client_id,
 };
 use redis::{RedisError, Value};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -243,6 +243,10 @@ struct Inner {
     router: Mutex<Router>,
     /// The newest entry routed, for publishers waiting for their entry.
     routed: watch::Sender<StreamId>,
+    /// Publishes to send, in the order `publish` was first polled (see
+    /// `send_publishes`), and the receiving end, taken by `start`.
+    lane: mpsc::UnboundedSender<Publish>,
+    lane_rx: Mutex<Option<mpsc::UnboundedReceiver<Publish>>>,
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set by the bus reader while it cannot read Redis: the reader logs the
@@ -349,6 +353,7 @@ impl RedisEngine {
             .unwrap_or_default();
         let node = rand::random::<[u8; 8]>().iter().map(|b| format!("{b:02x}")).collect();
         let router = Router::new(String::clone(&node), start, config.ring_capacity);
+        let (lane, lane_rx) = mpsc::unbounded_channel();
         Ok(Self {
             inner: Arc::new(Inner {
                 keys,
@@ -359,6 +364,8 @@ impl RedisEngine {
                 ctx: OnceLock::new(),
                 router: Mutex::new(router),
                 routed: watch::channel(start).0,
+                lane,
+                lane_rx: Mutex::new(Some(lane_rx)),
                 cancel: CancellationToken::new(),
                 tasks: Mutex::new(Vec::new()),
                 unreachable: AtomicBool::new(false),
@@ -858,6 +865,69 @@ async fn read_bus(inner: Weak<Inner>, mut conn: Conn, cancel: CancellationToken)
     }
 }
 
+/// A publish's `XADD`, and where its entry id goes.
+type Publish = (redis::Cmd, oneshot::Sender<Result<String, EngineError>>);
+
+/// Most publishes sent in one pipeline.
+const PUBLISH_BATCH: usize = 256;
+
+/// Sends this node's publishes to Redis in the order they were made: whatever is
+/// waiting goes out as one pipeline, and the next pipeline only once Redis has
+/// answered it. So publishes keep their order on the bus (a client's burst, or a
+/// socket's frames, are applied as they were sent) without each waiting for the
+/// one before it to come back, and a burst costs a round trip per pipeline
+/// rather than per publish.
+async fn send_publishes(
+    inner: Weak<Inner>,
+    mut lane: mpsc::UnboundedReceiver<Publish>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            first = lane.recv() => match first {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < PUBLISH_BATCH {
+            match lane.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let Some(engine) = inner.upgrade() else {
+            return;
+        };
+        let (commands, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let mut pipe = redis::pipe();
+        for command in commands {
+            pipe.add_command(command);
+        }
+        let mut conn = engine.conn();
+        drop(engine);
+        match pipe.query_async::<Vec<String>>(&mut conn).await {
+            Ok(ids) if ids.len() == senders.len() => {
+                for (sender, id) in senders.into_iter().zip(ids) {
+                    let _ = sender.send(Ok(id));
+                }
+            }
+            Ok(_) => {
+                for sender in senders {
+                    let _ = sender.send(Err(malformed("XADD pipeline")));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for sender in senders {
+                    let _ = sender.send(Err(EngineError::Backend(e.clone())));
+                }
+            }
+        }
+    }
+}
+
 /// Runs the collector every `every` for as long as the engine lives.
 async fn collect_expired(inner: Weak<Inner>, every: Duration, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(every);
@@ -891,9 +961,13 @@ impl Engine for RedisEngine {
         let Some(reader) = lock(&inner.reader_conn).take() else {
             return;
         };
+        let Some(lane) = lock(&inner.lane_rx).take() else {
+            return;
+        };
         let weak = Arc::downgrade(inner);
         let mut tasks = lock(&inner.tasks);
         tasks.push(tokio::spawn(read_bus(weak.clone(), reader, inner.cancel.clone())));
+        tasks.push(tokio::spawn(send_publishes(weak.clone(), lane, inner.cancel.clone())));
         tasks.push(tokio::spawn(collect_expired(weak, every, inner.cancel.clone())));
     }
 
@@ -1045,15 +1119,16 @@ impl Engine for RedisEngine {
 
     async fn publish(&self, channel: &Channel, message: EncodedMessage) -> Result<(), EngineError> {
         let inner = &self.inner;
-        let id: String = inner
-            .xadd(&[
-                (field::KIND, tag::MESSAGE.as_bytes()),
-                (field::CHANNEL, channel.as_str().as_bytes()),
-                (field::DATA, message.json()),
-            ])
-            .query_async(&mut inner.conn())
-            .await
-            .map_err(backend)?;
+        // Into the lane before anything is awaited: the publish's place on the
+        // bus is fixed when this future is first polled (see `Engine::publish`).
+        let (sent, id) = oneshot::channel();
+        let xadd = inner.xadd(&[
+            (field::KIND, tag::MESSAGE.as_bytes()),
+            (field::CHANNEL, channel.as_str().as_bytes()),
+            (field::DATA, message.json()),
+        ]);
+        inner.lane.send((xadd, sent)).map_err(|_| EngineError::Shutdown)?;
+        let id = id.await.map_err(|_| EngineError::Shutdown)??;
         let id = StreamId::parse(&id).ok_or_else(|| malformed("XADD id"))?;
         // Wait until this node has routed its own entry, so that a publish is
         // visible to the clients held here when it returns, as with the memory

@@ -1,6 +1,7 @@
 //! Faye's Bayeux handlers (`src/protocol/server.js`): one function per meta channel
 //! plus publish. Errors are assigned in Faye's order and the last one wins.
 
+use std::task::Poll;
 use std::time::Duration;
 
 use faye_engine::{ClientId, Engine, Subscribed};
@@ -94,7 +95,7 @@ impl<E: Engine> Server<E> {
         // Parsed once: a publish hands this on to the engine.
         let channel = Channel::parse(name);
         if !channel.as_ref().is_some_and(Channel::is_meta) {
-            return vec![Reply::message(self.publish(msg, channel).await)];
+            return vec![Reply::message(self.publish(msg, channel, ctx).await)];
         }
         let reply = match MetaChannel::from_name(name) {
             Some(MetaChannel::Handshake) => self.handshake(msg, ctx).await,
@@ -427,7 +428,12 @@ impl<E: Engine> Server<E> {
     }
 
     /// A publish to `channel`, the message's channel as parsed by `dispatch`.
-    async fn publish(&self, msg: Message, channel: Option<Channel>) -> Message {
+    async fn publish(
+        &self,
+        msg: Message,
+        channel: Option<Channel>,
+        ctx: &Context<'_, E>,
+    ) -> Message {
         let mut reply = make_response(&msg);
         let channel = channel.filter(|c| c.is_name() && self.within_limits(c));
         if channel.is_none() {
@@ -443,7 +449,16 @@ impl<E: Engine> Server<E> {
                 reply.error = Some(format!("429:{channel}:Too many publishes"));
                 return finish(reply);
             }
-            match self.engine().publish(&channel, encoded).await {
+            let mut publishing = std::pin::pin!(self.engine().publish(&channel, encoded));
+            let first = std::future::poll_fn(|cx| Poll::Ready(publishing.as_mut().poll(cx))).await;
+            // The engine has the publish in line (see `Engine::publish`): the
+            // client's next message may go while this one completes.
+            ctx.release_turn();
+            let published = match first {
+                Poll::Ready(published) => published,
+                Poll::Pending => publishing.await,
+            };
+            match published {
                 Ok(()) => self.emit(|| Event::Publish {
                     client_id: msg.client_id.clone(),
                     channel: channel.as_str().to_owned(),

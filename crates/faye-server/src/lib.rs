@@ -209,6 +209,10 @@ pub struct Context<'a, E: Engine> {
     /// When the batch arrived: a connect in it is answered within its hold of
     /// this moment, however long the messages before it took.
     arrived: tokio::time::Instant,
+    /// The turn of the message being handled (see [`order`]), released as soon
+    /// as its effect's place is fixed: a publish's when the engine has it in
+    /// line, before it completes.
+    turn: std::sync::Mutex<Option<order::Turn>>,
 }
 
 impl<'a, E: Engine> Context<'a, E> {
@@ -220,6 +224,7 @@ impl<'a, E: Engine> Context<'a, E> {
             trusted: false,
             handshakes: AtomicUsize::new(0),
             arrived: tokio::time::Instant::now(),
+            turn: std::sync::Mutex::new(None),
         }
     }
 
@@ -233,6 +238,7 @@ impl<'a, E: Engine> Context<'a, E> {
             trusted: socket.is_trusted(),
             handshakes: AtomicUsize::new(0),
             arrived: tokio::time::Instant::now(),
+            turn: std::sync::Mutex::new(None),
         }
     }
 
@@ -245,6 +251,7 @@ impl<'a, E: Engine> Context<'a, E> {
             trusted: true,
             handshakes: AtomicUsize::new(0),
             arrived: tokio::time::Instant::now(),
+            turn: std::sync::Mutex::new(None),
         }
     }
 
@@ -260,6 +267,13 @@ impl<'a, E: Engine> Context<'a, E> {
     /// How long ago the batch arrived.
     pub(crate) fn age(&self) -> Duration {
         self.arrived.elapsed()
+    }
+
+    /// Lets the client's next message go: the current one's effect has its
+    /// place. Also done when the message is handled.
+    pub(crate) fn release_turn(&self) {
+        let turn = self.turn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(turn);
     }
 }
 
@@ -387,8 +401,9 @@ impl<E: Engine> Server<E> {
                 }
                 drop(turn);
             } else {
+                *ctx.turn.lock().unwrap_or_else(|e| e.into_inner()) = turn;
                 replies.append(&mut self.handle(msg, ctx).await);
-                drop(turn);
+                ctx.release_turn();
             }
         }
         while let Some(mut part) = held.next().await {

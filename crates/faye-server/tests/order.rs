@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use faye_engine::MemoryEngine;
+use faye_engine::{
+    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, MemoryEngine, Subscribed,
+};
 use faye_protocol::{decode_batch, encode_batch};
 use faye_server::{Context, RequestInfo, Server, ServerOptions};
 use serde_json::{Value, json};
@@ -194,4 +196,89 @@ async fn a_connect_holds_from_its_batchs_arrival() {
     let replies = send(&server, batch).await;
     assert_eq!(start.elapsed(), Duration::from_millis(2000), "{replies}");
     assert!(replies.as_array().unwrap().iter().all(|r| r["successful"] == true), "{replies}");
+}
+
+/// The memory engine, with every publish taking 100 ms to complete after its
+/// effect (as a publish to a remote engine waits for its answer).
+#[derive(Debug, Clone)]
+struct Slow(MemoryEngine);
+
+const SLOW: Duration = Duration::from_millis(100);
+
+impl Engine for Slow {
+    fn start(&self, ctx: EngineContext) {
+        self.0.start(ctx);
+    }
+    async fn create_client(&self) -> Result<ClientId, EngineError> {
+        self.0.create_client().await
+    }
+    async fn client_exists(&self, client: &ClientId) -> Result<bool, EngineError> {
+        self.0.client_exists(client).await
+    }
+    async fn destroy_client(&self, client: &ClientId) -> Result<(), EngineError> {
+        self.0.destroy_client(client).await
+    }
+    async fn ping(&self, client: &ClientId) -> Result<(), EngineError> {
+        self.0.ping(client).await
+    }
+    async fn subscribe(&self, client: &ClientId, ch: &Channel) -> Result<Subscribed, EngineError> {
+        self.0.subscribe(client, ch).await
+    }
+    async fn unsubscribe(&self, client: &ClientId, ch: &Channel) -> Result<bool, EngineError> {
+        self.0.unsubscribe(client, ch).await
+    }
+    async fn publish(&self, channel: &Channel, message: EncodedMessage) -> Result<(), EngineError> {
+        let published = self.0.publish(channel, message).await;
+        tokio::time::sleep(SLOW).await;
+        published
+    }
+    async fn take_queue(
+        &self,
+        client: &ClientId,
+        request: Option<&str>,
+    ) -> Result<Vec<EncodedMessage>, EngineError> {
+        self.0.take_queue(client, request).await
+    }
+    async fn shutdown(&self) {
+        self.0.shutdown().await;
+    }
+}
+
+/// A client's next publish goes as soon as the engine has the previous one in
+/// line, not when it completes: a burst of 20 concurrent requests to an engine
+/// whose publishes take 100 ms each is through in 100 ms, in order.
+#[tokio::test(start_paused = true)]
+async fn a_publish_waits_for_its_predecessors_place_not_its_completion() {
+    let server = Server::new(Slow(MemoryEngine::new()), ServerOptions::default());
+    let send = |request: Value| {
+        let server = server.clone();
+        async move {
+            let batch = decode_batch(request.to_string().as_bytes()).unwrap();
+            let ctx = Context::remote(Arc::new(RequestInfo {
+                transport: "long-polling",
+                ..Default::default()
+            }));
+            let replies = encode_batch(&server.process(batch, &ctx).await);
+            serde_json::from_slice::<Value>(&replies).unwrap()
+        }
+    };
+    let hs = json!({"channel": "/meta/handshake", "version": "1.0", "id": "1",
+                    "supportedConnectionTypes": ["long-polling"]});
+    let sub = send(hs.clone()).await[0]["clientId"].as_str().unwrap().to_owned();
+    let subscribe = json!({"channel": "/meta/subscribe", "clientId": sub, "subscription": "/feed"});
+    assert_eq!(send(subscribe).await[0]["successful"], true);
+    let publisher = send(hs).await[0]["clientId"].as_str().unwrap().to_owned();
+    let start = tokio::time::Instant::now();
+    // Sent together, arriving in reverse order.
+    let requests: Vec<_> =
+        (2..22u32).rev().map(|n| send(publishes(&publisher, n..n + 1))).collect();
+    for replies in futures_util::future::join_all(requests).await {
+        assert_eq!(replies[0]["successful"], true, "{replies}");
+    }
+    assert_eq!(start.elapsed(), SLOW);
+    let connect = json!({"channel": "/meta/connect", "clientId": sub,
+                         "connectionType": "long-polling", "advice": {"timeout": 0}});
+    let got: Vec<u64> =
+        send(connect).await.as_array().unwrap().iter().filter_map(|m| m["data"].as_u64()).collect();
+    assert_eq!(got, (2..22).collect::<Vec<_>>());
 }
