@@ -734,9 +734,11 @@ pub fn generate_redis(
     }
 
     let _ = writeln!(o, "\n### Ramp steps (Redis)\n");
+    let bound = results.get("redis-fanout", "rs-redis")?.settings.p99_bound_ms.unwrap_or(50.0);
     let _ = writeln!(
         o,
-        "Same rules as the ramp steps above; server CPU is the node's alone (Redis's is in the tables above).\n"
+        "Same rules as the ramp steps above, except that a sustained step may have a p99 up to {bound:.0} ms; \
+         server CPU is the node's alone (Redis's is in the tables above).\n"
     );
     let _ = writeln!(
         o,
