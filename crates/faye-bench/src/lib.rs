@@ -172,6 +172,12 @@ pub struct Args {
     /// The server's pid: report its RSS (/proc/PID/status VmRSS) and CPU time.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Publishers number their messages as Faye's client does (`id`: base 36,
+    /// one counter per publisher), so a server that orders each client's
+    /// messages by id (faye-rs does, see docs/ordering.md) orders them; without
+    /// it messages carry no `id` and such a server applies them as they arrive.
+    #[arg(long)]
+    pub message_ids: bool,
     /// The pid of a Redis the server uses: report its CPU time and RSS too.
     #[arg(long)]
     pub redis_pid: Option<u32>,
@@ -468,6 +474,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         channel_root: args.channel_root.clone(),
         external_probes: args.external_probes.then_some(args.probes),
         redis_pid: args.redis_pid,
+        message_ids: args.message_ids,
     };
     let mut report = Report {
         label,

@@ -30,9 +30,10 @@ pub const END_REDIS: &str = "<!-- END GENERATED (redis) -->";
 
 /// The Redis scenarios and the servers each ran against: `<scenario>-<kind>.json`,
 /// kinds `node-redis` (Node Faye + faye-redis), `rs-redis` and `rs-memory`.
-pub const REDIS_SCENARIOS: [(&str, &[&str]); 4] = [
+pub const REDIS_SCENARIOS: [(&str, &[&str]); 5] = [
     ("redis-fanout", &["node-redis", "rs-redis", "rs-memory"]),
     ("redis-rooms", &["node-redis", "rs-redis"]),
+    ("redis-fanout-ids", &["rs-redis"]),
     ("redis-fanout-lp", &["node-redis", "rs-redis"]),
     ("redis-cluster", &["rs-redis"]),
 ];
@@ -492,6 +493,17 @@ fn step_rows(o: &mut String, name: &str, label: &str, report: &Report) {
     }
 }
 
+/// Lost, out-of-order and duplicated deliveries summed over a report's steps.
+fn integrity(r: &Report) -> String {
+    let sum = |f: fn(&StepResult) -> u64| r.steps.iter().map(f).sum::<u64>();
+    format!(
+        "{} / {} / {}",
+        sum(|s| s.counts.lost),
+        sum(|s| s.counts.out_of_order),
+        sum(|s| s.counts.duplicated)
+    )
+}
+
 /// CPU microseconds per distinct delivery of a process over a step.
 fn us_per_delivery(u: Option<&ServerUsage>, s: &StepResult) -> Option<f64> {
     let u = u?;
@@ -588,7 +600,50 @@ pub fn generate_redis(
             "",
         );
         row(o, title, "ramp stopped because", stop_reason(nr), stop_reason(rr), "");
+        row(
+            o,
+            title,
+            "over all ramp steps: lost / out of order / duplicated deliveries",
+            &integrity(nr),
+            &integrity(rr),
+            "",
+        );
     }
+    // The fan-out with numbered messages: Node Faye ignores ids, so its plain
+    // fan-out run is the comparison.
+    let title = "fanout as above, publisher numbering its messages (`--message-ids`), saturation";
+    let (nr, rr) =
+        (results.get("redis-fanout", "node-redis")?, results.get("redis-fanout-ids", "rs-redis")?);
+    let (n, r) = (
+        results.headline("redis-fanout", "node-redis")?,
+        results.headline("redis-fanout-ids", "rs-redis")?,
+    );
+    let (ns, rs) = (saturation_rate(nr), saturation_rate(rr));
+    row(
+        o,
+        title,
+        "max sustained deliveries/s",
+        &fmt_rate(ns),
+        &fmt_rate(rs),
+        &ratio(rs, ns, false),
+    );
+    row(
+        o,
+        title,
+        "at that step: p50 / p99 (ms)",
+        &format!("{} / {}", fmt_ms(n.latency.p50_ms), fmt_ms(n.latency.p99_ms)),
+        &format!("{} / {}", fmt_ms(r.latency.p50_ms), fmt_ms(r.latency.p99_ms)),
+        "",
+    );
+    row(o, title, "ramp stopped because", stop_reason(nr), stop_reason(rr), "");
+    row(
+        o,
+        title,
+        "over all ramp steps: lost / out of order / duplicated deliveries",
+        &integrity(nr),
+        &integrity(rr),
+        "",
+    );
     let nr = results.get("redis-fanout-lp", "node-redis")?;
     let (n, r) = (
         results.headline("redis-fanout-lp", "node-redis")?,
@@ -604,6 +659,14 @@ pub fn generate_redis(
         "delivered (lost)",
         &format!("{:.2}% of {} ({} lost)", delivered_pct(n), n.counts.expected, n.counts.lost),
         &format!("{:.2}% of {} ({} lost)", delivered_pct(r), r.counts.expected, r.counts.lost),
+        "",
+    );
+    row(
+        o,
+        &title,
+        "lost / out of order / duplicated deliveries",
+        &integrity(nr),
+        &integrity(results.get("redis-fanout-lp", "rs-redis")?),
         "",
     );
     row(
@@ -745,7 +808,7 @@ pub fn generate_redis(
         "| scenario | server | offered msg/s | offered deliveries/s | achieved deliveries/s | p50 ms | p99 ms | lost | server CPU s | sustained |"
     );
     let _ = writeln!(o, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
-    for (name, kinds) in REDIS_SCENARIOS.into_iter().take(2) {
+    for (name, kinds) in REDIS_SCENARIOS.into_iter().take(3) {
         for &kind in kinds {
             step_rows(o, name, kind_label(kind), results.get(name, kind)?);
         }
@@ -754,10 +817,14 @@ pub fn generate_redis(
     let _ = writeln!(o, "\n### Targets (Redis)\n");
     let _ = writeln!(o, "| target | measured | verdict |");
     let _ = writeln!(o, "| --- | --- | --- |");
-    for name in ["redis-fanout", "redis-rooms"] {
+    for (name, base) in [
+        ("redis-fanout", "redis-fanout"),
+        ("redis-fanout-ids", "redis-fanout"),
+        ("redis-rooms", "redis-rooms"),
+    ] {
         let (r, n) = (
             saturation_rate(results.get(name, "rs-redis")?),
-            saturation_rate(results.get(name, "node-redis")?),
+            saturation_rate(results.get(base, "node-redis")?),
         );
         let x = times(r, n);
         let _ = writeln!(

@@ -71,6 +71,8 @@ pub(crate) struct Plan {
     pub(crate) external_probes: Option<u64>,
     /// A Redis the server uses: its CPU time and RSS are reported too.
     pub(crate) redis_pid: Option<u32>,
+    /// Publishers number their messages as Faye's client does.
+    pub(crate) message_ids: bool,
 }
 
 impl Plan {
@@ -389,6 +391,7 @@ async fn publish(
             batches,
             pad: "x".repeat(plan.message_size),
             reply_deadline: plan.drain.max(Duration::from_secs(2)),
+            message_ids: plan.message_ids,
         };
         pubs.push(tokio::spawn(publisher(job, pub_ready_tx.clone(), start_rx.clone())));
     }
@@ -629,6 +632,7 @@ struct PublishJob {
     batches: u64,
     pad: String,
     reply_deadline: Duration,
+    message_ids: bool,
 }
 
 /// One publishing WebSocket: batches k, k + P, k + 2P, … of the schedule.
@@ -665,6 +669,10 @@ async fn publisher(
     let mut i = job.k as u64;
     let mut reply_deadline = None;
     let mut frame = String::new();
+    // With `message_ids`, messages are numbered as Faye's client numbers them
+    // (base 36, one counter per client, following the handshake's id `h`), so
+    // a server that orders each client's messages by id (faye-rs does) can.
+    let mut next_id = wire::HANDSHAKE_ID + 1;
     loop {
         let next_at = begin + job.pause.mul_f64(i as f64);
         let sending = i < job.batches;
@@ -699,6 +707,12 @@ async fn publisher(
                     frame.push_str(&quoted[room as usize]);
                     frame.push_str(",\"clientId\":");
                     frame.push_str(&cid);
+                    if job.message_ids {
+                        frame.push_str(",\"id\":\"");
+                        wire::push_base36(&mut frame, next_id);
+                        frame.push('"');
+                        next_id += 1;
+                    }
                     frame.push_str(",\"data\":");
                     frame.push_str(&wire::data_json(d, &job.pad));
                     frame.push('}');
@@ -993,6 +1007,7 @@ mod tests {
             channel_root: None,
             external_probes: None,
             redis_pid: None,
+            message_ids: false,
         };
         assert_eq!(plan.schedule(), (10, Duration::from_millis(10)));
         let slow = Plan { rate: 10.0, ..plan.clone() };
