@@ -402,7 +402,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let nodes =
         args.nodes.iter().map(|n| cluster::Node::parse(n)).collect::<anyhow::Result<Vec<_>>>()?;
     ensure!(
-        (scenario == Scenario::Cluster) == !nodes.is_empty(),
+        (scenario == Scenario::Cluster) != nodes.is_empty(),
         "--node is for the cluster scenario, which needs at least one"
     );
     ensure!(

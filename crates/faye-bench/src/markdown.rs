@@ -894,7 +894,9 @@ pub fn splice_section(doc: Option<&str>, begin: &str, end: &str, generated: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{IdleResult, Saturation, ServerUsage, Settings};
+    use crate::report::{
+        ClusterNode, ClusterResult, IdleResult, Saturation, ServerUsage, Settings,
+    };
     use crate::stats::{Counts, Latency};
 
     fn report(steps: Vec<StepResult>, saturation: Option<Saturation>) -> Report {
@@ -971,6 +973,70 @@ mod tests {
             r.insert("idle", kind, idle);
         }
         r
+    }
+
+    #[test]
+    fn the_redis_section_and_its_verdicts() {
+        let mut r = Results::default();
+        for (name, kinds) in REDIS_SCENARIOS {
+            for &kind in kinds {
+                let rate = if kind == "node-redis" { 10_000.0 } else { 500_000.0 };
+                let sat = Saturation {
+                    max_sustained_deliveries_per_sec: rate,
+                    step: Some(0),
+                    stop_reason: "deliveries/s stopped growing".into(),
+                };
+                let mut st = step(rate, 100.0, 1.0);
+                st.redis = st.server.clone();
+                r.insert(name, kind, report(vec![st], Some(sat)));
+            }
+        }
+        let node = IdleResult {
+            requested: 15_000,
+            held: 15_000,
+            rss_per_session_kib: Some(23.7),
+            ..IdleResult::default()
+        };
+        let mut cluster = report(Vec::new(), None);
+        cluster.cluster = Some(ClusterResult {
+            nodes: vec![ClusterNode { url: "u".into(), idle: node }; 5],
+            requested: 75_000,
+            established: 75_000,
+            held: 75_000,
+            probes: 1,
+            ready_s: 46.0,
+            last_delivery_ms: Some(3416.4),
+        });
+        r.insert("redis-cluster", "rs-redis", cluster);
+        let out = generate_redis(&r, &RunInfo::default(), &Machine::default()).unwrap();
+        assert!(out.starts_with(BEGIN_REDIS) && out.ends_with(END_REDIS));
+        assert!(out.contains("| max sustained deliveries/s | 10.0 k | 500.0 k | 50.0x |"));
+        assert!(out.contains("last delivery on any node: 3416 ms"));
+        assert!(out.contains("| 5 | 15000 / 15000 |"));
+        assert!(out.contains("| 75000 of 75000 held on 5 nodes | met |"));
+        assert!(out.contains("= 50.0× | met |"));
+        assert!(Results::load_redis(Path::new("/nonexistent")).is_err());
+        // Each section is replaced on its own, the Redis one appended when missing.
+        let section = |begin: &str, body: &str, end: &str| format!("{begin}{body}{end}");
+        let doc = splice(None, &section(BEGIN, "[main]", END));
+        let doc = splice_section(
+            Some(&doc),
+            BEGIN_REDIS,
+            END_REDIS,
+            &section(BEGIN_REDIS, "[one]", END_REDIS),
+        );
+        assert!(doc.contains("[main]") && doc.contains("[one]"));
+        let doc = splice_section(
+            Some(&doc),
+            BEGIN_REDIS,
+            END_REDIS,
+            &section(BEGIN_REDIS, "[two]", END_REDIS),
+        );
+        let doc = splice(Some(&doc), &section(BEGIN, "[main2]", END));
+        assert_eq!(
+            doc,
+            format!("# Benchmarks\n\n{BEGIN}[main2]{END}\n\n{BEGIN_REDIS}[two]{END_REDIS}\n")
+        );
     }
 
     #[test]

@@ -224,8 +224,7 @@ impl Report {
         }
         if let Some(cluster) = &self.cluster {
             for node in &cluster.nodes {
-                let report =
-                    Report { idle: Some(node.idle.clone()), cluster: None, ..self.clone() };
+                let report = Self { idle: Some(node.idle.clone()), cluster: None, ..self.clone() };
                 report.check_clean().with_context(|| format!("node {}", node.url))?;
             }
         }
