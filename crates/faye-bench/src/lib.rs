@@ -10,6 +10,9 @@
 //! - `fanout`: one channel, many subscribers (`--ramp` to find saturation).
 //! - `idle`: many subscribed sessions held open, spread over several 127.0.0.x
 //!   source addresses; reports the server's RSS per session.
+//! - `cluster`: `idle` over several nodes of one cluster (`--node URL@PID` each),
+//!   one generator process per node; reports each node's RSS per session and
+//!   the time from one publish to the last delivery on any node.
 //!
 //! Every message carries its id, publisher, room and send time; the report has
 //! deliveries/s, latency percentiles (HdrHistogram), lost, duplicated,
@@ -24,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 pub mod markdown;
 mod procfs;
 mod report;
@@ -37,7 +41,10 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use report::{IdleResult, Report, Saturation, ServerUsage, Settings, StepResult, svg};
+pub use report::{
+    ClusterNode, ClusterResult, IdleResult, Report, Saturation, ServerUsage, Settings, StepResult,
+    svg,
+};
 pub use stats::{Counts, Latency};
 
 /// The workload.
@@ -51,6 +58,9 @@ pub enum Scenario {
     Fanout,
     /// Many subscribed sessions held open.
     Idle,
+    /// Idle sessions spread over several nodes of one cluster (`--node`), one
+    /// generator process per node, then probes published on the first node.
+    Cluster,
 }
 
 impl Scenario {
@@ -60,6 +70,7 @@ impl Scenario {
             Self::Rooms => "rooms",
             Self::Fanout => "fanout",
             Self::Idle => "idle",
+            Self::Cluster => "cluster",
         }
     }
 }
@@ -161,6 +172,26 @@ pub struct Args {
     /// The server's pid: report its RSS (/proc/PID/status VmRSS) and CPU time.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Publishers number their messages as Faye's client does (`id`: base 36,
+    /// one counter per publisher), so a server that orders each client's
+    /// messages by id (faye-rs does, see docs/ordering.md) orders them; without
+    /// it messages carry no `id` and such a server applies them as they arrive.
+    #[arg(long)]
+    pub message_ids: bool,
+    /// The pid of a Redis the server uses: report its CPU time and RSS too.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+    /// Cluster: a node, `URL` or `URL@PID` (repeat per node); `--clients` are
+    /// split evenly over the nodes, each node's share in a process of its own.
+    #[arg(long = "node")]
+    pub nodes: Vec<String>,
+    /// The channels' common prefix (set by `cluster` for its child processes).
+    #[arg(long, hide = true)]
+    pub channel_root: Option<String>,
+    /// Idle: the probes are published by another process; say `ready` on stdout
+    /// after the hold and wait for `go` on stdin (set by `cluster`).
+    #[arg(long, hide = true)]
+    pub external_probes: bool,
     /// Spread sessions over this many source addresses 127.0.0.1..=N (default: 8
     /// for idle, 1 otherwise).
     #[arg(long)]
@@ -254,6 +285,13 @@ pub struct MarkdownArgs {
     /// The faye-rs commit measured.
     #[arg(long)]
     pub commit: String,
+    /// Write the Redis section (`redis-*.json` reports, see
+    /// `markdown::REDIS_SCENARIOS`) instead of the main one.
+    #[arg(long)]
+    pub redis: bool,
+    /// `redis-server --version` (with `--redis`).
+    #[arg(long, default_value = "")]
+    pub redis_version: String,
 }
 
 /// Options of `plot`.
@@ -289,7 +327,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         (None, None) => {
-            anyhow::bail!("give a scenario (chat, rooms, fanout, idle) or `plot`; see --help")
+            anyhow::bail!(
+                "give a scenario (chat, rooms, fanout, idle, cluster) or `plot`; see --help"
+            )
         }
     }
 }
@@ -308,7 +348,11 @@ fn plot(p: PlotArgs) -> anyhow::Result<()> {
 }
 
 fn write_markdown(m: MarkdownArgs) -> anyhow::Result<()> {
-    let results = markdown::Results::load(&m.results)?;
+    let results = if m.redis {
+        markdown::Results::load_redis(&m.results)?
+    } else {
+        markdown::Results::load(&m.results)?
+    };
     let run = markdown::RunInfo {
         command: m.command,
         started: m.started,
@@ -318,14 +362,24 @@ fn write_markdown(m: MarkdownArgs) -> anyhow::Result<()> {
         node_version: m.node_version,
         rustc_version: m.rustc_version,
         commit: m.commit,
+        redis_version: m.redis_version,
     };
-    let generated = markdown::generate(&results, &run, &markdown::Machine::this())?;
+    let machine = markdown::Machine::this();
+    let (generated, begin, end) = if m.redis {
+        (
+            markdown::generate_redis(&results, &run, &machine)?,
+            markdown::BEGIN_REDIS,
+            markdown::END_REDIS,
+        )
+    } else {
+        (markdown::generate(&results, &run, &machine)?, markdown::BEGIN, markdown::END)
+    };
     let doc = match std::fs::read_to_string(&m.out) {
         Ok(doc) => Some(doc),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", m.out.display())),
     };
-    std::fs::write(&m.out, markdown::splice(doc.as_deref(), &generated))
+    std::fs::write(&m.out, markdown::splice_section(doc.as_deref(), begin, end, &generated))
         .with_context(|| format!("cannot write {}", m.out.display()))
 }
 
@@ -345,8 +399,14 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let clients = args.clients.unwrap_or(1000);
     let fd_cap = open_files_limit().map_or(100_000, |n| n.saturating_sub(200)).min(100_000);
     ensure!(clients >= 1, "--clients must be at least 1");
+    let nodes =
+        args.nodes.iter().map(|n| cluster::Node::parse(n)).collect::<anyhow::Result<Vec<_>>>()?;
     ensure!(
-        clients <= fd_cap,
+        (scenario == Scenario::Cluster) != nodes.is_empty(),
+        "--node is for the cluster scenario, which needs at least one"
+    );
+    ensure!(
+        clients.div_ceil(nodes.len().max(1)) <= fd_cap,
         "--clients {clients} exceeds what this process may open ({fd_cap} with the current open-files limit); run several faye-bench processes"
     );
     let (rooms, rooms_per_client) = if chat_like {
@@ -363,7 +423,11 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     ensure!(publishers <= 1000, "--publishers is capped at 1000");
     ensure!(args.batch_pause_ms >= 0.1, "--batch-pause-ms must be at least 0.1");
     let default_rate = match scenario {
-        Scenario::Fanout | Scenario::Idle if args.rate.is_none() && args.batch_size == 10 => 100.0,
+        Scenario::Fanout | Scenario::Idle | Scenario::Cluster
+            if args.rate.is_none() && args.batch_size == 10 =>
+        {
+            100.0
+        }
         _ => args.batch_size as f64 * 1000.0 / args.batch_pause_ms,
     };
     let rate = args.rate.unwrap_or(default_rate);
@@ -382,10 +446,13 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         "--ramp-steps must be in 1..={MAX_RAMP_STEPS}"
     );
     ensure!(args.message_size <= 1 << 20, "--message-size is capped at 1 MiB");
-    let source_addrs =
-        args.source_addrs.unwrap_or(if scenario == Scenario::Idle { 8 } else { 1 }).clamp(1, 250);
+    let idle_like = matches!(scenario, Scenario::Idle | Scenario::Cluster);
+    let source_addrs = args.source_addrs.unwrap_or(if idle_like { 8 } else { 1 }).clamp(1, 250);
 
-    let label = args.label.clone().unwrap_or_else(|| target.authority.clone());
+    let label = args.label.clone().unwrap_or_else(|| match nodes.len() {
+        0 => target.authority.clone(),
+        n => format!("cluster of {n} nodes"),
+    });
     let plan = scenario::Plan {
         target,
         transport: args.transport,
@@ -404,6 +471,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         progress: !args.quiet,
         label: label.clone(),
         idle_hold: None,
+        channel_root: args.channel_root.clone(),
+        external_probes: args.external_probes.then_some(args.probes),
+        redis_pid: args.redis_pid,
+        message_ids: args.message_ids,
     };
     let mut report = Report {
         label,
@@ -428,8 +499,19 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         steps: Vec::new(),
         saturation: None,
         idle: None,
+        cluster: None,
     };
-    if scenario == Scenario::Idle {
+    if scenario == Scenario::Cluster {
+        let children = cluster::ChildArgs {
+            hold: args.hold,
+            probes: args.probes,
+            drain: args.drain.max(10.0),
+            source_addrs,
+            connect_concurrency: args.connect_concurrency.clamp(1, 10_000),
+        };
+        report.cluster = Some(cluster::run(plan, nodes, clients, children).await?);
+        report.settings.rate = 0.0;
+    } else if scenario == Scenario::Idle {
         report.idle = Some(scenario::run_idle(plan, args.hold, args.probes).await?);
         report.settings.rate = 0.0;
     } else if ramp {

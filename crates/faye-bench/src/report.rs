@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{Counts, Latency};
@@ -27,6 +28,9 @@ pub struct Report {
     pub saturation: Option<Saturation>,
     /// The idle scenario's outcome.
     pub idle: Option<IdleResult>,
+    /// The cluster scenario's outcome.
+    #[serde(default)]
+    pub cluster: Option<ClusterResult>,
 }
 
 /// The workload of a run.
@@ -86,6 +90,10 @@ pub struct StepResult {
     pub latency: Latency,
     /// The server's usage (with `--server-pid`).
     pub server: Option<ServerUsage>,
+    /// The usage of the Redis the server uses (with `--redis-pid`); its
+    /// `deliveries_per_cpu_s` counts the same deliveries.
+    #[serde(default)]
+    pub redis: Option<ServerUsage>,
     /// The load generator's CPU time over the window, seconds.
     pub generator_cpu_s: f64,
     /// Ramp only: whether the step met the loss and p99 bounds.
@@ -139,6 +147,40 @@ pub struct IdleResult {
     pub rss_per_session_kib: Option<f64>,
     /// The probe publishes: one delivery per session per probe expected.
     pub probe: StepResult,
+    /// When the last probe delivery arrived, on `CLOCK_MONOTONIC` (ns).
+    #[serde(default)]
+    pub last_delivery_ns: Option<u64>,
+}
+
+/// What the cluster scenario measured: idle sessions spread over several nodes
+/// of one cluster, one generator process per node, then probes published on the
+/// first node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterResult {
+    /// Each node's URL and what its generator process measured (its RSS is
+    /// that node's).
+    pub nodes: Vec<ClusterNode>,
+    /// Sessions asked for, over all nodes.
+    pub requested: u64,
+    /// Sessions set up, over all nodes.
+    pub established: u64,
+    /// Sessions that received every probe, over all nodes.
+    pub held: u64,
+    /// Probes published (one delivery per session each).
+    pub probes: u64,
+    /// Seconds until every generator process had set up and held its sessions.
+    pub ready_s: f64,
+    /// From the first probe's publish to the last delivery on any node, ms.
+    pub last_delivery_ms: Option<f64>,
+}
+
+/// One node of a cluster run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// The node's Bayeux endpoint.
+    pub url: String,
+    /// Its sessions, memory and probe deliveries.
+    pub idle: IdleResult,
 }
 
 impl Report {
@@ -179,6 +221,12 @@ impl Report {
                 s.sessions_dropped
             );
             anyhow::ensure!(c.delivered > 0, "{}: nothing was delivered", self.label);
+        }
+        if let Some(cluster) = &self.cluster {
+            for node in &cluster.nodes {
+                let report = Self { idle: Some(node.idle.clone()), cluster: None, ..self.clone() };
+                report.check_clean().with_context(|| format!("node {}", node.url))?;
+            }
         }
         if let Some(idle) = &self.idle {
             anyhow::ensure!(
@@ -223,6 +271,38 @@ impl Report {
                 );
             }
             step_lines(&mut s, &idle.probe);
+            return s;
+        }
+        if let Some(c) = &self.cluster {
+            let _ = writeln!(
+                s,
+                "  cluster: {} nodes, {}/{} sessions established, {} held (got all {} probes); all ready after {:.1} s",
+                c.nodes.len(),
+                c.established,
+                c.requested,
+                c.held,
+                c.probes,
+                c.ready_s
+            );
+            if let Some(ms) = c.last_delivery_ms {
+                let _ =
+                    writeln!(s, "  first probe published -> last delivery on any node: {ms:.0} ms");
+            }
+            for n in &c.nodes {
+                let i = &n.idle;
+                let _ = writeln!(
+                    s,
+                    "  {}: {}/{} held, RSS {} -> {} KiB ({:.2} KiB per session), probe p50 {:.1} ms, max {:.1} ms",
+                    n.url,
+                    i.held,
+                    i.requested,
+                    i.rss_before_kib.unwrap_or(0),
+                    i.rss_after_kib.unwrap_or(0),
+                    i.rss_per_session_kib.unwrap_or(0.0),
+                    i.probe.latency.p50_ms,
+                    i.probe.latency.max_ms
+                );
+            }
             return s;
         }
         for (i, step) in self.steps.iter().enumerate() {
@@ -291,6 +371,13 @@ fn step_lines(s: &mut String, r: &StepResult) {
             sv.cpu_s,
             sv.deliveries_per_cpu_s,
             r.generator_cpu_s
+        );
+    }
+    if let Some(rd) = &r.redis {
+        let _ = writeln!(
+            s,
+            "    redis pid {}: RSS {} KiB, CPU {:.2} s, {:.0} deliveries per CPU-second",
+            rd.pid, rd.rss_kib, rd.cpu_s, rd.deliveries_per_cpu_s
         );
     }
 }
@@ -566,6 +653,7 @@ mod tests {
             steps: vec![step.clone(), step],
             saturation: Some(Saturation { step: Some(1), ..Saturation::default() }),
             idle: None,
+            cluster: None,
         };
         let out = svg("t", &[("a<b".into(), report.clone()), ("y".into(), report)]);
         assert!(out.starts_with("<svg") && out.ends_with("</svg>\n"));

@@ -2,8 +2,8 @@
 //! saturation.
 
 use std::io::IsTerminal as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -16,16 +16,12 @@ use crate::stats::{Counts, Latency, Receiver, SharedHistogram, Tally};
 use crate::wire::{self, HttpConn, Marker, SETUP_TIMEOUT, Target, Ws};
 use crate::{Transport, procfs};
 
-static EPOCH: OnceLock<Instant> = OnceLock::new();
-
-fn epoch() -> Instant {
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Nanoseconds since the process's benchmark epoch: the clock both ends of every
-/// message share.
-fn now_ns() -> u64 {
-    epoch().elapsed().as_nanos() as u64
+/// Nanoseconds on the system's monotonic clock (`CLOCK_MONOTONIC`): the clock
+/// both ends of every message share, also when they are different generator
+/// processes (`cluster`).
+pub(crate) fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// A small fast PRNG (xorshift64*), seeded per task.
@@ -68,6 +64,15 @@ pub(crate) struct Plan {
     /// Idle: hold the sessions this long before publishing, and measure the
     /// server's RSS before the sessions and after the hold.
     pub(crate) idle_hold: Option<Duration>,
+    /// The channels' common prefix (default: a fresh one per step).
+    pub(crate) channel_root: Option<String>,
+    /// Another process publishes this many probes (`cluster`): after the hold,
+    /// print `ready` on stdout, wait for `go` on stdin, then expect the probes.
+    pub(crate) external_probes: Option<u64>,
+    /// A Redis the server uses: its CPU time and RSS are reported too.
+    pub(crate) redis_pid: Option<u32>,
+    /// Publishers number their messages as Faye's client does.
+    pub(crate) message_ids: bool,
 }
 
 impl Plan {
@@ -115,7 +120,7 @@ pub(crate) struct StepOutcome {
     rss_after_hold: Option<u64>,
 }
 
-fn channel_root() -> String {
+pub(crate) fn channel_root() -> String {
     let nonce =
         (now_ns() ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9);
     format!("/bench/{:x}", nonce & 0xffff_ffff_ffff)
@@ -140,7 +145,7 @@ fn assign_rooms(clients: usize, rooms: usize, per_client: usize, seed: u64) -> V
 
 /// Runs one fixed-rate step.
 pub(crate) async fn run_step(plan: Plan) -> anyhow::Result<StepOutcome> {
-    let root = channel_root();
+    let root = plan.channel_root.clone().unwrap_or_else(channel_root);
     let shared = Arc::new(Shared {
         histogram: SharedHistogram::new(16),
         delivered: AtomicU64::new(0),
@@ -224,49 +229,16 @@ pub(crate) async fn run_step(plan: Plan) -> anyhow::Result<StepOutcome> {
         rss_after_hold = plan.server_pid.and_then(procfs::rss_kib);
     }
 
-    // Publishers.
-    let (batch, pause) = plan.schedule();
-    let batches = (plan.duration.as_secs_f64() / pause.as_secs_f64()).round().max(1.0) as u64;
-    let (start_tx, start_rx) = watch::channel(None::<Instant>);
-    let (pub_ready_tx, mut pub_ready_rx) = mpsc::unbounded_channel::<anyhow::Result<()>>();
     let members = Arc::new(members);
     let live_rooms = Arc::new(live_rooms);
-    let mut pubs = Vec::new();
-    for k in 0..plan.publishers {
-        let job = PublishJob {
-            k,
-            target: plan.target.clone(),
-            shared: shared.clone(),
-            members: members.clone(),
-            live_rooms: live_rooms.clone(),
-            batch,
-            pause,
-            batches,
-            pad: "x".repeat(plan.message_size),
-            reply_deadline: plan.drain.max(Duration::from_secs(2)),
-        };
-        pubs.push(tokio::spawn(publisher(job, pub_ready_tx.clone(), start_rx.clone())));
-    }
-    drop(pub_ready_tx);
-    while let Some(r) = pub_ready_rx.recv().await {
-        if let Err(e) = r {
-            let _ = stop_tx.send(true);
-            bail!("a publisher failed to set up: {e:#}");
-        }
-    }
-    // Let the servers attach the sockets the last connects named.
-    sleep(Duration::from_millis(200)).await;
-
-    let server_cpu_before = plan.server_pid.and_then(|p| procfs::cpu_seconds(Some(p)));
-    let gen_cpu_before = procfs::cpu_seconds(None).unwrap_or(0.0);
-    let begin = Instant::now() + Duration::from_millis(20);
-    let begin_ns = now_ns() + 20_000_000;
-    let _ = start_tx.send(Some(begin));
-
-    let mut outcomes = Vec::new();
-    for p in pubs {
-        outcomes.push(p.await.context("publisher task")?);
-    }
+    let (outcomes, begin) = if let Some(probes) = plan.external_probes {
+        await_go().await?;
+        shared.expected.store(members[0] * probes, Ordering::Relaxed);
+        (Vec::new(), Begin::now(&plan, Duration::ZERO))
+    } else {
+        publish(&plan, &shared, &members, &live_rooms, &stop_tx).await?
+    };
+    let (begin_ns, begin_at) = (begin.ns, begin.at);
     let publish_end = outcomes.iter().filter_map(|o| o.end).max().unwrap_or_else(Instant::now);
     // Drain: wait for every expected delivery, or until the drain time is up.
     let drain_deadline = publish_end + plan.drain;
@@ -278,10 +250,9 @@ pub(crate) async fn run_step(plan: Plan) -> anyhow::Result<StepOutcome> {
         }
         sleep(Duration::from_millis(20)).await;
     }
-    let server_cpu_after = plan.server_pid.and_then(|p| procfs::cpu_seconds(Some(p)));
+    let server = plan.server_pid.map(|pid| Usage::since(pid, begin.server_cpu));
+    let redis = plan.redis_pid.map(|pid| Usage::since(pid, begin.redis_cpu));
     let gen_cpu_after = procfs::cpu_seconds(None).unwrap_or(0.0);
-    let server_rss = plan.server_pid.and_then(procfs::rss_kib);
-    let server_peak = plan.server_pid.and_then(procfs::peak_rss_kib);
 
     let _ = stop_tx.send(true);
     let mut tallies = Vec::with_capacity(subscribers.len());
@@ -302,24 +273,11 @@ pub(crate) async fn run_step(plan: Plan) -> anyhow::Result<StepOutcome> {
     let expected = shared.expected.load(Ordering::Relaxed);
     let counts = Counts::from_tallies(expected, &tallies);
     let last_recv_ns = tallies.iter().map(|t| t.last_recv_ns).max().unwrap_or(0);
-    let publish_s = publish_end.saturating_duration_since(begin).as_secs_f64().max(1e-9);
+    let publish_s = publish_end.saturating_duration_since(begin_at).as_secs_f64().max(1e-9);
     let elapsed_s = (last_recv_ns.saturating_sub(begin_ns) as f64 / 1e9).max(publish_s);
     let published: u64 = outcomes.iter().map(|o| o.published).sum();
     let mean_members = if published == 0 { 0.0 } else { expected as f64 / published as f64 };
     let latency = Latency::from_histogram(&shared.histogram.merged());
-    let server = plan.server_pid.map(|pid| {
-        let cpu_s = match (server_cpu_before, server_cpu_after) {
-            (Some(a), Some(b)) => b - a,
-            _ => 0.0,
-        };
-        ServerUsage {
-            pid,
-            rss_kib: server_rss.unwrap_or(0),
-            peak_rss_kib: server_peak.unwrap_or(0),
-            cpu_s,
-            deliveries_per_cpu_s: if cpu_s > 0.0 { counts.delivered as f64 / cpu_s } else { 0.0 },
-        }
-    });
     let result = StepResult {
         offered_msgs_per_sec: plan.rate,
         offered_deliveries_per_sec: plan.rate * mean_members,
@@ -340,11 +298,121 @@ pub(crate) async fn run_step(plan: Plan) -> anyhow::Result<StepOutcome> {
         deliveries_per_sec: counts.delivered as f64 / elapsed_s,
         elapsed_s,
         latency,
-        server,
-        generator_cpu_s: gen_cpu_after - gen_cpu_before,
+        server: server.map(|u| u.report(counts.delivered)),
+        redis: redis.map(|u| u.report(counts.delivered)),
+        generator_cpu_s: gen_cpu_after - begin.generator_cpu,
         sustained: None,
     };
     Ok(StepOutcome { result, tallies, setup, rss_before, rss_after_hold })
+}
+
+/// A process's CPU time over a step, and its memory at the end.
+struct Usage {
+    pid: u32,
+    cpu_s: f64,
+    rss_kib: u64,
+    peak_rss_kib: u64,
+}
+
+impl Usage {
+    fn since(pid: u32, cpu_before: Option<f64>) -> Self {
+        let cpu_s = match (cpu_before, procfs::cpu_seconds(Some(pid))) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        };
+        Self {
+            pid,
+            cpu_s,
+            rss_kib: procfs::rss_kib(pid).unwrap_or(0),
+            peak_rss_kib: procfs::peak_rss_kib(pid).unwrap_or(0),
+        }
+    }
+
+    fn report(self, delivered: u64) -> ServerUsage {
+        ServerUsage {
+            pid: self.pid,
+            rss_kib: self.rss_kib,
+            peak_rss_kib: self.peak_rss_kib,
+            cpu_s: self.cpu_s,
+            deliveries_per_cpu_s: if self.cpu_s > 0.0 {
+                delivered as f64 / self.cpu_s
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// When publishing begins, on both clocks, and the CPU times then.
+struct Begin {
+    at: Instant,
+    ns: u64,
+    server_cpu: Option<f64>,
+    redis_cpu: Option<f64>,
+    generator_cpu: f64,
+}
+
+impl Begin {
+    fn now(plan: &Plan, delay: Duration) -> Self {
+        Self {
+            server_cpu: plan.server_pid.and_then(|p| procfs::cpu_seconds(Some(p))),
+            redis_cpu: plan.redis_pid.and_then(|p| procfs::cpu_seconds(Some(p))),
+            generator_cpu: procfs::cpu_seconds(None).unwrap_or(0.0),
+            at: Instant::now() + delay,
+            ns: now_ns() + delay.as_nanos() as u64,
+        }
+    }
+}
+
+/// The publishers of a step: set up, started together, run to the end of the
+/// schedule. Returns their outcomes and when publishing began.
+async fn publish(
+    plan: &Plan,
+    shared: &Arc<Shared>,
+    members: &Arc<Vec<u64>>,
+    live_rooms: &Arc<Vec<u32>>,
+    stop_tx: &watch::Sender<bool>,
+) -> anyhow::Result<(Vec<PubOutcome>, Begin)> {
+    // Publishers.
+    let (batch, pause) = plan.schedule();
+    let batches = (plan.duration.as_secs_f64() / pause.as_secs_f64()).round().max(1.0) as u64;
+    let (start_tx, start_rx) = watch::channel(None::<Instant>);
+    let (pub_ready_tx, mut pub_ready_rx) = mpsc::unbounded_channel::<anyhow::Result<()>>();
+    let mut pubs = Vec::new();
+    for k in 0..plan.publishers {
+        let job = PublishJob {
+            k,
+            target: plan.target.clone(),
+            shared: shared.clone(),
+            members: members.clone(),
+            live_rooms: live_rooms.clone(),
+            batch,
+            pause,
+            batches,
+            pad: "x".repeat(plan.message_size),
+            reply_deadline: plan.drain.max(Duration::from_secs(2)),
+            message_ids: plan.message_ids,
+        };
+        pubs.push(tokio::spawn(publisher(job, pub_ready_tx.clone(), start_rx.clone())));
+    }
+    drop(pub_ready_tx);
+    while let Some(r) = pub_ready_rx.recv().await {
+        if let Err(e) = r {
+            let _ = stop_tx.send(true);
+            bail!("a publisher failed to set up: {e:#}");
+        }
+    }
+    // Let the servers attach the sockets the last connects named.
+    sleep(Duration::from_millis(200)).await;
+
+    let begin = Begin::now(plan, Duration::from_millis(20));
+    let _ = start_tx.send(Some(begin.at));
+
+    let mut outcomes = Vec::new();
+    for p in pubs {
+        outcomes.push(p.await.context("publisher task")?);
+    }
+    Ok((outcomes, begin))
 }
 
 fn spawn_progress(
@@ -524,6 +592,23 @@ async fn subscriber(
     SubOutcome { tally: receiver.tally, dropped }
 }
 
+/// `cluster`'s child side: says `ready` on stdout and waits (at most 10 min)
+/// for `go` on stdin, the parent's sign that every child is ready and the
+/// probes are about to be published.
+async fn await_go() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut out = tokio::io::stdout();
+    out.write_all(b"ready\n").await?;
+    out.flush().await?;
+    let mut line = String::new();
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    timeout(Duration::from_secs(600), stdin.read_line(&mut line))
+        .await
+        .context("no `go` on stdin within 10 min")??;
+    anyhow::ensure!(line.trim() == "go", "expected `go` on stdin, got {line:?}");
+    Ok(())
+}
+
 /// Resolves once the stop flag is set (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -547,6 +632,7 @@ struct PublishJob {
     batches: u64,
     pad: String,
     reply_deadline: Duration,
+    message_ids: bool,
 }
 
 /// One publishing WebSocket: batches k, k + P, k + 2P, … of the schedule.
@@ -583,6 +669,10 @@ async fn publisher(
     let mut i = job.k as u64;
     let mut reply_deadline = None;
     let mut frame = String::new();
+    // With `message_ids`, messages are numbered as Faye's client numbers them
+    // (base 36, one counter per client, following the handshake's id `h`), so
+    // a server that orders each client's messages by id (faye-rs does) can.
+    let mut next_id = wire::HANDSHAKE_ID + 1;
     loop {
         let next_at = begin + job.pause.mul_f64(i as f64);
         let sending = i < job.batches;
@@ -617,6 +707,12 @@ async fn publisher(
                     frame.push_str(&quoted[room as usize]);
                     frame.push_str(",\"clientId\":");
                     frame.push_str(&cid);
+                    if job.message_ids {
+                        frame.push_str(",\"id\":\"");
+                        wire::push_base36(&mut frame, next_id);
+                        frame.push('"');
+                        next_id += 1;
+                    }
                     frame.push_str(",\"data\":");
                     frame.push_str(&wire::data_json(d, &job.pad));
                     frame.push('}');
@@ -802,15 +898,46 @@ pub(crate) async fn run_ramp(
     Ok((steps, saturation))
 }
 
-/// Sets up `plan.clients` sessions, holds them, measures the server's RSS, then
-/// publishes `probes` messages that every session must receive.
-pub(crate) async fn run_idle(mut plan: Plan, hold: f64, probes: u64) -> anyhow::Result<IdleResult> {
+/// One channel, one publisher, `probes` messages at 5/s.
+fn probe_schedule(plan: &mut Plan, probes: u64) {
     plan.rooms = 1;
     plan.rooms_per_client = 1;
     plan.publishers = 1;
     plan.rate = 5.0;
     plan.pause = Duration::from_millis(200);
     plan.duration = Duration::from_secs_f64(probes as f64 / plan.rate);
+}
+
+/// `cluster`'s publisher: `probes` messages (5/s) to the one channel under
+/// `plan.channel_root`, whose `members` subscribers live in other processes.
+/// Returns how many were published and when publishing began (ns, on the
+/// shared clock).
+pub(crate) async fn publish_probes(
+    mut plan: Plan,
+    members: u64,
+    probes: u64,
+) -> anyhow::Result<(u64, u64)> {
+    probe_schedule(&mut plan, probes);
+    let root = plan.channel_root.clone().unwrap_or_else(channel_root);
+    let shared = Arc::new(Shared {
+        histogram: SharedHistogram::new(1),
+        delivered: AtomicU64::new(0),
+        expected: AtomicU64::new(0),
+        published: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        channels: vec![format!("{root}/r0")],
+        publishers: 1,
+    });
+    let (stop_tx, _stop_rx) = watch::channel(false);
+    let (outcomes, begin) =
+        publish(&plan, &shared, &Arc::new(vec![members]), &Arc::new(vec![0]), &stop_tx).await?;
+    Ok((outcomes.iter().map(|o| o.published).sum(), begin.ns))
+}
+
+/// Sets up `plan.clients` sessions, holds them, measures the server's RSS, then
+/// publishes `probes` messages that every session must receive.
+pub(crate) async fn run_idle(mut plan: Plan, hold: f64, probes: u64) -> anyhow::Result<IdleResult> {
+    probe_schedule(&mut plan, probes);
     plan.idle_hold = Some(Duration::from_secs_f64(hold));
     plan.drain = plan.drain.max(Duration::from_secs(10));
     let requested = plan.clients as u64;
@@ -824,6 +951,7 @@ pub(crate) async fn run_idle(mut plan: Plan, hold: f64, probes: u64) -> anyhow::
         _ => None,
     };
     Ok(IdleResult {
+        last_delivery_ns: out.tallies.iter().map(|t| t.last_recv_ns).max(),
         requested,
         established,
         failed: out.result.sessions_failed,
@@ -876,6 +1004,10 @@ mod tests {
             progress: false,
             label: String::new(),
             idle_hold: None,
+            channel_root: None,
+            external_probes: None,
+            redis_pid: None,
+            message_ids: false,
         };
         assert_eq!(plan.schedule(), (10, Duration::from_millis(10)));
         let slow = Plan { rate: 10.0, ..plan.clone() };

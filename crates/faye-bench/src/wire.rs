@@ -286,6 +286,25 @@ pub(crate) fn json_str(s: &str) -> String {
 }
 
 /// The handshake request.
+/// The id of every handshake (`h`, 17 in base 36); a publisher's messages
+/// follow it: `i`, `j`, ….
+pub(crate) const HANDSHAKE_ID: u64 = 17;
+
+/// Appends `n` in base 36 (Faye's message ids).
+pub(crate) fn push_base36(out: &mut String, n: u64) {
+    let mut digits = [0u8; 13];
+    let (mut n, mut i) = (n, digits.len());
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).expect("ascii"));
+}
+
 pub(crate) fn handshake_json(connection_type: &str) -> String {
     format!(
         "[{{\"channel\":\"/meta/handshake\",\"version\":\"1.0\",\"supportedConnectionTypes\":[{}],\"id\":\"h\"}}]",
@@ -367,6 +386,17 @@ pub(crate) fn check_subscribed(body: &[u8], expected: usize) -> anyhow::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_base_36_after_the_handshake() {
+        let mut s = String::new();
+        for n in [HANDSHAKE_ID, HANDSHAKE_ID + 1, 35, 36, 36 * 36 + 1] {
+            push_base36(&mut s, n);
+            s.push(' ');
+        }
+        assert_eq!(s, "h i z 10 101 ");
+        assert!(handshake_json("websocket").contains("\"id\":\"h\""));
+    }
 
     #[test]
     fn targets_must_be_loopback() {
