@@ -453,7 +453,7 @@ impl<E: Engine> Server<E> {
             let first = std::future::poll_fn(|cx| Poll::Ready(publishing.as_mut().poll(cx))).await;
             // The engine has the publish in line (see `Engine::publish`): the
             // client's next message may go while this one completes.
-            ctx.release_turn();
+            ctx.placed();
             let published = match first {
                 Poll::Ready(published) => published,
                 Poll::Pending => publishing.await,

@@ -213,6 +213,8 @@ pub struct Context<'a, E: Engine> {
     /// as its effect's place is fixed: a publish's when the engine has it in
     /// line, before it completes.
     turn: std::sync::Mutex<Option<order::Turn>>,
+    /// Set when the message being handled has its place (see `turn`).
+    placed: std::sync::atomic::AtomicBool,
 }
 
 impl<'a, E: Engine> Context<'a, E> {
@@ -225,6 +227,7 @@ impl<'a, E: Engine> Context<'a, E> {
             handshakes: AtomicUsize::new(0),
             arrived: tokio::time::Instant::now(),
             turn: std::sync::Mutex::new(None),
+            placed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -239,6 +242,7 @@ impl<'a, E: Engine> Context<'a, E> {
             handshakes: AtomicUsize::new(0),
             arrived: tokio::time::Instant::now(),
             turn: std::sync::Mutex::new(None),
+            placed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -252,6 +256,7 @@ impl<'a, E: Engine> Context<'a, E> {
             handshakes: AtomicUsize::new(0),
             arrived: tokio::time::Instant::now(),
             turn: std::sync::Mutex::new(None),
+            placed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -269,8 +274,15 @@ impl<'a, E: Engine> Context<'a, E> {
         self.arrived.elapsed()
     }
 
-    /// Lets the client's next message go: the current one's effect has its
-    /// place. Also done when the message is handled.
+    /// Lets the next message go (the client's, and the batch's): the current
+    /// one's effect has its place.
+    pub(crate) fn placed(&self) {
+        self.release_turn();
+        self.placed.store(true, Ordering::Relaxed);
+    }
+
+    /// Lets the client's next message go. Done when a message is handled, or
+    /// earlier by [`Context::placed`].
     pub(crate) fn release_turn(&self) {
         let turn = self.turn.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(turn);
@@ -382,8 +394,10 @@ impl<E: Engine> Server<E> {
     ///
     /// Messages are applied in the order their client sent them, within the batch
     /// and across concurrent batches of the same client (see
-    /// [`ServerOptions::order_wait`]): each is handled to completion before the
-    /// next, except a `/meta/connect`, which may be held and so runs alongside.
+    /// [`ServerOptions::order_wait`]): each is handled until it has had its effect
+    /// before the next starts; a publish once the engine has it in line (see
+    /// [`Engine::publish`]) and a `/meta/connect` once it holds, both then
+    /// completing alongside.
     pub async fn process(&self, messages: Vec<Message>, ctx: &Context<'_, E>) -> Vec<Reply> {
         let mut held = FuturesUnordered::new();
         let mut replies = Vec::new();
@@ -402,7 +416,20 @@ impl<E: Engine> Server<E> {
                 drop(turn);
             } else {
                 *ctx.turn.lock().unwrap_or_else(|e| e.into_inner()) = turn;
-                replies.append(&mut self.handle(msg, ctx).await);
+                ctx.placed.store(false, Ordering::Relaxed);
+                let mut handling = Box::pin(self.handle(msg, ctx));
+                // Run it until it completes, or until its effect has its place (a
+                // publish in the engine's line): the next message may go then, and
+                // this one completes alongside.
+                let done = std::future::poll_fn(|cx| match handling.as_mut().poll(cx) {
+                    Poll::Ready(part) => Poll::Ready(Some(part)),
+                    Poll::Pending if ctx.placed.load(Ordering::Relaxed) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                });
+                match done.await {
+                    Some(mut part) => replies.append(&mut part),
+                    None => held.push(handling),
+                }
                 ctx.release_turn();
             }
         }

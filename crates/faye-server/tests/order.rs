@@ -282,3 +282,38 @@ async fn a_publish_waits_for_its_predecessors_place_not_its_completion() {
         send(connect).await.as_array().unwrap().iter().filter_map(|m| m["data"].as_u64()).collect();
     assert_eq!(got, (2..22).collect::<Vec<_>>());
 }
+
+/// Within a batch too: the next message starts once a publish is in line, so a
+/// batch of 20 publishes (no ids needed) is through in one publish's time, and
+/// applied in the batch's order.
+#[tokio::test(start_paused = true)]
+async fn a_batch_of_publishes_is_applied_in_order_without_waiting_for_each() {
+    let server = Server::new(Slow(MemoryEngine::new()), ServerOptions::default());
+    let ctx = || {
+        Context::remote(Arc::new(RequestInfo { transport: "long-polling", ..Default::default() }))
+    };
+    let send = |request: Value| {
+        let server = server.clone();
+        async move {
+            let batch = decode_batch(request.to_string().as_bytes()).unwrap();
+            let replies = encode_batch(&server.process(batch, &ctx()).await);
+            serde_json::from_slice::<Value>(&replies).unwrap()
+        }
+    };
+    let hs = json!({"channel": "/meta/handshake", "version": "1.0",
+                    "supportedConnectionTypes": ["long-polling"]});
+    let sub = send(hs.clone()).await[0]["clientId"].as_str().unwrap().to_owned();
+    let subscribe = json!({"channel": "/meta/subscribe", "clientId": sub, "subscription": "/feed"});
+    assert_eq!(send(subscribe).await[0]["successful"], true);
+    let batch: Vec<Value> = (0..20).map(|n| json!({"channel": "/feed", "data": n})).collect();
+    let start = tokio::time::Instant::now();
+    let replies = send(json!(batch)).await;
+    assert_eq!(start.elapsed(), SLOW);
+    assert_eq!(replies.as_array().unwrap().len(), 20);
+    assert!(replies.as_array().unwrap().iter().all(|r| r["successful"] == true), "{replies}");
+    let connect = json!({"channel": "/meta/connect", "clientId": sub,
+                         "connectionType": "long-polling", "advice": {"timeout": 0}});
+    let got: Vec<u64> =
+        send(connect).await.as_array().unwrap().iter().filter_map(|m| m["data"].as_u64()).collect();
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+}
