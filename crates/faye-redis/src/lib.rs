@@ -247,6 +247,9 @@ struct Inner {
     /// `send_publishes`), and the receiving end, taken by `start`.
     lane: mpsc::UnboundedSender<Publish>,
     lane_rx: Mutex<Option<mpsc::UnboundedReceiver<Publish>>>,
+    /// Held clients whose cursor moved by pushes down a socket, to be recorded
+    /// with the next batch of cursor writes (`flush_cursors`).
+    dirty: Mutex<HashSet<ClientId>>,
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set by the bus reader while it cannot read Redis: the reader logs the
@@ -366,6 +369,7 @@ impl RedisEngine {
                 routed: watch::channel(start).0,
                 lane,
                 lane_rx: Mutex::new(Some(lane_rx)),
+                dirty: Mutex::new(HashSet::new()),
                 cancel: CancellationToken::new(),
                 tasks: Mutex::new(Vec::new()),
                 unreachable: AtomicBool::new(false),
@@ -684,6 +688,55 @@ impl Inner {
         Ok(false)
     }
 
+    /// Records the cursors of the clients marked dirty by socket pushes, in
+    /// pipelines of up to 1,000 scripts. A client another node took over since
+    /// is let go of; on failure the clients are marked again for the next round.
+    async fn flush_cursors(&self) {
+        let dirty: Vec<ClientId> = std::mem::take(&mut *lock(&self.dirty)).into_iter().collect();
+        if dirty.is_empty() {
+            return;
+        }
+        let writes: Vec<(ClientId, StreamId)> = {
+            let router = self.router();
+            dirty
+                .iter()
+                .filter_map(|id| router.clients.get(id).map(|l| (*id, l.persisted)))
+                .collect()
+        };
+        for chunk in writes.chunks(GC_BATCH * 10) {
+            let now = now_ms();
+            let invocations: Vec<_> = chunk
+                .iter()
+                .map(|(id, cursor)| {
+                    let cursor = cursor.to_string();
+                    let mut set = scripts::SET_CURSOR.key(self.keys.client(id));
+                    set.arg(&cursor).arg(&self.node).arg(now).arg(&cursor).arg("");
+                    set
+                })
+                .collect();
+            let mut pipe = redis::pipe();
+            for invocation in &invocations {
+                pipe.invoke_script(invocation);
+            }
+            match self.query_pipe::<Vec<i64>>(&pipe).await {
+                Ok(results) => {
+                    let mut router = self.router();
+                    for ((id, _), result) in chunk.iter().zip(results) {
+                        if result == MOVED {
+                            router.evict(id);
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !self.unreachable() {
+                        tracing::warn!(error = %e, "could not record clients' cursors; will retry");
+                    }
+                    lock(&self.dirty).extend(chunk.iter().map(|(id, _)| *id));
+                }
+            }
+        }
+    }
+
     /// One collector pass, if this node gets the lock.
     async fn collect(&self) -> Result<(), EngineError> {
         let lifetime = self.lifetime()?;
@@ -928,6 +981,23 @@ async fn send_publishes(
     }
 }
 
+/// How often socket pushes' cursors are recorded.
+const CURSOR_FLUSH: Duration = Duration::from_millis(50);
+
+/// Records socket pushes' cursors every [`CURSOR_FLUSH`] while the engine lives.
+async fn flush_cursors(inner: Weak<Inner>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(CURSOR_FLUSH) => {}
+        }
+        let Some(engine) = inner.upgrade() else {
+            return;
+        };
+        engine.flush_cursors().await;
+    }
+}
+
 /// Runs the collector every `every` for as long as the engine lives.
 async fn collect_expired(inner: Weak<Inner>, every: Duration, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(every);
@@ -968,6 +1038,7 @@ impl Engine for RedisEngine {
         let mut tasks = lock(&inner.tasks);
         tasks.push(tokio::spawn(read_bus(weak.clone(), reader, inner.cancel.clone())));
         tasks.push(tokio::spawn(send_publishes(weak.clone(), lane, inner.cancel.clone())));
+        tasks.push(tokio::spawn(flush_cursors(weak.clone(), inner.cancel.clone())));
         tasks.push(tokio::spawn(collect_expired(weak, every, inner.cancel.clone())));
     }
 
@@ -1200,6 +1271,13 @@ impl Engine for RedisEngine {
             let Some((cursor, before, answered)) = record else {
                 return Ok(messages);
             };
+            if request.is_none() {
+                // Pushed down a socket: recorded with the node's next batch of
+                // cursor writes, not one round trip per push. A takeover within
+                // that moment replays what was pushed (twice rather than lost).
+                lock(&inner.dirty).insert(*client);
+                return Ok(messages);
+            }
             let mut set = scripts::SET_CURSOR.key(inner.keys.client(client));
             set.arg(cursor.to_string())
                 .arg(&inner.node)
@@ -1227,6 +1305,9 @@ impl Engine for RedisEngine {
 
     async fn shutdown(&self) {
         let inner = &self.inner;
+        // What was pushed is recorded, so that a client moving to another node
+        // is not given it again.
+        inner.flush_cursors().await;
         inner.cancel.cancel();
         let tasks = std::mem::take(&mut *lock(&inner.tasks));
         for task in tasks {

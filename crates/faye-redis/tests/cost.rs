@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::start;
+use common::{poll, start};
 
 /// A long timeout keeps the expiry collector quiet during the count.
 const COLLECTOR_QUIET: Duration = Duration::from_secs(600);
@@ -45,7 +45,7 @@ async fn commands_for_publishes_to(n: usize) -> (BTreeMap<String, u64>, u64) {
         let node = if i % 2 == 0 { &a } else { &b };
         let mut got = 0;
         for _ in 0..200 {
-            got += node.take_queue(id, None).await.unwrap().len();
+            got += node.take_queue(id, Some(&poll())).await.unwrap().len();
             if got >= 10 {
                 break;
             }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ch, start};
+use common::{ch, poll, start};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,7 +75,7 @@ async fn take_until<E: Engine>(
     let mut got = Vec::new();
     let _ = tokio::time::timeout(WAIT, async {
         while !done(&got) {
-            if let Ok(messages) = engine.take_queue(id, None).await {
+            if let Ok(messages) = engine.take_queue(id, Some(&poll())).await {
                 got.extend(numbers(messages));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -160,14 +160,14 @@ async fn after_redis_restarts_empty_the_engine_reconnects_and_lets_go_of_lost_se
     let id = a.create_client().await.unwrap();
     a.subscribe(&id, &ch("/feed")).await.unwrap();
     a.publish(&ch("/feed"), msg(0)).await.unwrap();
-    assert_eq!(numbers(a.take_queue(&id, None).await.unwrap()), [0]);
+    assert_eq!(numbers(a.take_queue(&id, Some(&poll())).await.unwrap()), [0]);
 
     server.restart();
     // The session was in Redis: it is gone, and the node holding its connection
     // is told to close it (so the client's next connect learns it must handshake).
     wait_event(&rec, EngineEvent::Close(id)).await;
     assert!(!until_ok("client_exists after the restart", || a.client_exists(&id)).await);
-    assert!(a.take_queue(&id, None).await.unwrap().is_empty());
+    assert!(a.take_queue(&id, Some(&poll())).await.unwrap().is_empty());
 
     // A new session works as before: scripts reloaded, bus read again.
     let fresh = until_ok("a handshake after the restart", || a.create_client()).await;
@@ -175,7 +175,7 @@ async fn after_redis_restarts_empty_the_engine_reconnects_and_lets_go_of_lost_se
     for n in 1..=3 {
         a.publish(&ch("/feed"), msg(n)).await.unwrap();
     }
-    assert_eq!(numbers(a.take_queue(&fresh, None).await.unwrap()), [1, 2, 3]);
+    assert_eq!(numbers(a.take_queue(&fresh, Some(&poll())).await.unwrap()), [1, 2, 3]);
     a.shutdown().await;
 }
 
@@ -204,7 +204,7 @@ async fn redis_down_for_seconds_fails_requests_fast_and_the_engine_comes_back() 
     let fresh = until_ok("a handshake after Redis came back", || a.create_client()).await;
     a.subscribe(&fresh, &ch("/feed")).await.unwrap();
     a.publish(&ch("/feed"), msg(1)).await.unwrap();
-    assert_eq!(numbers(a.take_queue(&fresh, None).await.unwrap()), [1]);
+    assert_eq!(numbers(a.take_queue(&fresh, Some(&poll())).await.unwrap()), [1]);
     a.shutdown().await;
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ch, start};
+use common::{ch, poll, start};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,7 @@ fn texts(messages: Vec<EncodedMessage>) -> Vec<String> {
 async fn take_n<E: Engine>(engine: &E, id: &faye_engine::ClientId, n: usize) -> Vec<String> {
     let mut got = Vec::new();
     for _ in 0..200 {
-        got.extend(texts(engine.take_queue(id, None).await.unwrap()));
+        got.extend(texts(engine.take_queue(id, Some(&poll())).await.unwrap()));
         if got.len() >= n {
             break;
         }
@@ -51,7 +51,7 @@ async fn a_client_made_on_one_node_and_subscribed_on_another_receives_what_eithe
     // the client, has applied it first (the bus orders both).
     a.publish(&ch("/chat/room"), msg("/chat/room", 1)).await.unwrap();
     assert_eq!(
-        texts(a.take_queue(&id, None).await.unwrap()),
+        texts(a.take_queue(&id, Some(&poll())).await.unwrap()),
         [r#"{"channel":"/chat/room","data":1}"#]
     );
     assert!(rec_a.mail().contains(&id), "the node holding the client is told it has mail");
@@ -81,7 +81,7 @@ async fn a_client_made_on_one_node_and_subscribed_on_another_receives_what_eithe
         EngineEvent::Disconnect(id),
         EngineEvent::Close(id)
     ]));
-    assert!(a.take_queue(&id, None).await.unwrap().is_empty());
+    assert!(a.take_queue(&id, Some(&poll())).await.unwrap().is_empty());
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -115,10 +115,10 @@ async fn polls_round_robin(ring: usize) {
         // Publishers on every node; polls round-robin over the nodes.
         nodes[n % 3].publish(&ch("/feed"), msg("/feed", n)).await.unwrap();
         if n % 7 == 0 {
-            got.extend(texts(nodes[(n / 7) % 3].take_queue(&id, None).await.unwrap()));
+            got.extend(texts(nodes[(n / 7) % 3].take_queue(&id, Some(&poll())).await.unwrap()));
         }
     }
-    let last = nodes[1].take_queue(&id, None).await.unwrap();
+    let last = nodes[1].take_queue(&id, Some(&poll())).await.unwrap();
     got.extend(texts(last));
     let rest = take_n(nodes[2], &id, total - got.len()).await;
     got.extend(rest);
@@ -150,7 +150,7 @@ async fn a_client_whose_unread_history_expired_is_told_to_handshake_again() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The client never read on A; its next connect lands on B after the bus
     // dropped what it missed: its session ends rather than silently skipping.
-    assert!(b.take_queue(&id, None).await.unwrap().is_empty());
+    assert!(b.take_queue(&id, Some(&poll())).await.unwrap().is_empty());
     assert!(!a.client_exists(&id).await.unwrap());
     assert!(rec_b.events().contains(&EngineEvent::Disconnect(id)));
     a.shutdown().await;
@@ -169,7 +169,7 @@ async fn a_client_made_on_a_quiet_bus_can_move_to_another_node() {
     let rec_b = start(&b, TIMEOUT);
     let id = a.create_client().await.unwrap();
     a.subscribe(&id, &ch("/x")).await.unwrap();
-    assert!(b.take_queue(&id, None).await.unwrap().is_empty());
+    assert!(b.take_queue(&id, Some(&poll())).await.unwrap().is_empty());
     assert!(b.client_exists(&id).await.unwrap(), "the move ended the session");
     assert!(!rec_b.events().contains(&EngineEvent::Disconnect(id)));
     a.publish(&ch("/x"), msg("/x", 1)).await.unwrap();
@@ -219,7 +219,9 @@ async fn a_node_that_missed_a_takeover_does_not_hand_out_its_stale_queue() {
     let mut turn = 0;
     while got.len() < 2 * PER_PUBLISHER && tokio::time::Instant::now() < deadline {
         got.extend(
-            texts(nodes[turn % 3].take_queue(&id, None).await.unwrap()).iter().map(|m| numbered(m)),
+            texts(nodes[turn % 3].take_queue(&id, Some(&poll())).await.unwrap())
+                .iter()
+                .map(|m| numbered(m)),
         );
         turn += 1;
     }
@@ -229,7 +231,9 @@ async fn a_node_that_missed_a_takeover_does_not_hand_out_its_stale_queue() {
     // Anything still arriving is a duplicate.
     tokio::time::sleep(Duration::from_millis(200)).await;
     for node in &nodes {
-        got.extend(texts(node.take_queue(&id, None).await.unwrap()).iter().map(|m| numbered(m)));
+        got.extend(
+            texts(node.take_queue(&id, Some(&poll())).await.unwrap()).iter().map(|m| numbered(m)),
+        );
     }
     for p in 0..2 {
         let seen: Vec<usize> = got.iter().filter(|(q, _)| *q == p).map(|(_, n)| *n).collect();
@@ -352,4 +356,62 @@ fn event_client(event: &EngineEvent) -> faye_engine::ClientId {
         | EngineEvent::Close(id) => *id,
         _ => unreachable!("an event this test does not know: {event:?}"),
     }
+}
+
+/// What a node pushes down a client's socket is recorded in Redis within a
+/// moment, in batches (not one write per push), so a client that then moves to
+/// another node is not given it again; the commands are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_pushes_are_recorded_in_batches() {
+    let a = TestEngine::fresh().await;
+    let b = TestEngine::on(a.server.clone()).await;
+    start(&a, TIMEOUT);
+    start(&b, TIMEOUT);
+    let clients: Vec<_> = subscribers(&a, 20).await;
+    let before = a.server.command_calls();
+    for n in 1..=5 {
+        a.publish(&ch("/x"), msg("/x", n)).await.unwrap();
+        for id in &clients {
+            // Each client's socket takes each message as it arrives.
+            assert_eq!(texts(a.take_queue(id, None).await.unwrap()).len(), 1);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = |name: &str, calls: &[(String, u64)]| {
+        calls.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c)
+    };
+    let after = a.server.command_calls();
+    let scripts = calls("evalsha", &after) - calls("evalsha", &before);
+    assert!(scripts >= 20, "every client's cursor was recorded ({scripts} scripts)");
+    assert!(scripts < 100, "not one write per push: {scripts} scripts for 100 pushes");
+    // Each client's next connect lands on B: nothing again, and what is new.
+    a.publish(&ch("/x"), msg("/x", 6)).await.unwrap();
+    for id in &clients {
+        assert_eq!(take_n_poll(&b, id, 1).await, [r#"{"channel":"/x","data":6}"#]);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+async fn subscribers(engine: &TestEngine, n: usize) -> Vec<faye_engine::ClientId> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let id = engine.create_client().await.unwrap();
+        engine.subscribe(&id, &ch("/x")).await.unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// As `take_n`, each take a new long-poll connect.
+async fn take_n_poll(engine: &TestEngine, id: &faye_engine::ClientId, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        got.extend(texts(engine.take_queue(id, Some(&poll())).await.unwrap()));
+        if got.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    got
 }

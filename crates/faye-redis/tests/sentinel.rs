@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{TestEngine, ch, start};
+use common::{TestEngine, ch, poll, start};
 use faye_engine::{ClientId, EncodedMessage, Engine};
 use faye_redis::{RedisConfig, RedisEngine};
 use faye_testkit::redis::{RedisServer, Sentinel};
@@ -69,7 +69,7 @@ async fn take_n(engine: &RedisEngine, id: &ClientId, n: usize) -> Vec<usize> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < deadline {
-        if let Ok(messages) = engine.take_queue(id, None).await {
+        if let Ok(messages) = engine.take_queue(id, Some(&poll())).await {
             got.extend(numbers(messages));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

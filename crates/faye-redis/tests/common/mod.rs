@@ -111,3 +111,11 @@ pub fn start<E: Engine>(engine: &E, timeout: Duration) -> Arc<Recorder> {
 pub fn ch(name: &str) -> Channel {
     Channel::parse(name).unwrap()
 }
+
+/// A new long-poll connect id each call: a test taking a queue with it acts as a
+/// client that got every earlier answer (see `Engine::take_queue`).
+#[allow(dead_code)]
+pub fn poll() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string()
+}
