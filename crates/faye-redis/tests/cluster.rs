@@ -5,10 +5,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{TestEngine, ch, poll, start};
-use faye_engine::{ClientId, EncodedMessage, Engine};
+use common::{TestEngine, ch, start, take_numbers};
+use faye_engine::{EncodedMessage, Engine};
 use faye_redis::{RedisConfig, RedisEngine};
 use faye_testkit::redis::RedisCluster;
 
@@ -27,27 +27,6 @@ faye_engine::conformance_tests!(
 
 fn msg(n: usize) -> EncodedMessage {
     EncodedMessage::from_json(format!(r#"{{"channel":"/chat/room","data":{n}}}"#).as_bytes())
-}
-
-fn numbers(messages: Vec<EncodedMessage>) -> Vec<usize> {
-    messages
-        .iter()
-        .map(|m| {
-            let v: serde_json::Value = serde_json::from_slice(m.json()).unwrap();
-            v["data"].as_u64().unwrap() as usize
-        })
-        .collect()
-}
-
-/// Takes `id`'s queue on `engine` until it holds `n` messages (up to 5 s).
-async fn take_n(engine: &RedisEngine, id: &ClientId, n: usize) -> Vec<usize> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut got = Vec::new();
-    while got.len() < n && Instant::now() < deadline {
-        got.extend(numbers(engine.take_queue(id, Some(&poll())).await.unwrap()));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    got
 }
 
 /// Which node owns `key`'s slot: the one that answers `EXISTS` without `MOVED`.
@@ -84,15 +63,15 @@ async fn two_nodes_deliver_to_each_other_across_shards() {
     a.ping(&id).await.unwrap();
 
     a.publish(&ch("/chat/room"), msg(1)).await.unwrap();
-    assert_eq!(take_n(&a, &id, 1).await, [1], "held on A, where it was made");
+    assert_eq!(take_numbers(&a, &id, 1).await, [1], "held on A, where it was made");
     // The client's next connect lands on B: B takes it over.
     a.publish(&ch("/chat/room"), msg(2)).await.unwrap();
     b.publish(&ch("/chat/room"), msg(3)).await.unwrap();
-    assert_eq!(take_n(&b, &id, 2).await, [2, 3]);
+    assert_eq!(take_numbers(&b, &id, 2).await, [2, 3]);
 
     // A publish on A reaches the subscriber now held on B.
     a.publish(&ch("/chat/room"), msg(4)).await.unwrap();
-    assert_eq!(take_n(&b, &id, 1).await, [4]);
+    assert_eq!(take_numbers(&b, &id, 1).await, [4]);
 
     // Every master loses the scripts: the next takeover (a pipeline invoking a
     // script) and subscription (a script alone) load them again.
@@ -100,12 +79,12 @@ async fn two_nodes_deliver_to_each_other_across_shards() {
         assert_eq!(node.command(&["SCRIPT", "FLUSH"]), ["+OK"]);
     }
     a.publish(&ch("/chat/room"), msg(5)).await.unwrap();
-    assert_eq!(take_n(&a, &id, 1).await, [5], "taken back over by A");
+    assert_eq!(take_numbers(&a, &id, 1).await, [5], "taken back over by A");
     let other = b.create_client().await.unwrap();
     b.subscribe(&other, &ch("/chat/room")).await.unwrap();
     a.publish(&ch("/chat/room"), msg(6)).await.unwrap();
-    assert_eq!(take_n(&b, &other, 1).await, [6]);
-    assert_eq!(take_n(&a, &id, 1).await, [6]);
+    assert_eq!(take_numbers(&b, &other, 1).await, [6]);
+    assert_eq!(take_numbers(&a, &id, 1).await, [6]);
 
     a.destroy_client(&id).await.unwrap();
     assert!(!b.client_exists(&id).await.unwrap());

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ch, poll, start};
+use common::{ch, numbers, poll, start};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,16 +32,6 @@ async fn node(server: &RedisServer) -> RedisEngine {
 
 fn msg(n: usize) -> EncodedMessage {
     EncodedMessage::from_json(format!(r#"{{"channel":"/feed","data":{n}}}"#).as_bytes())
-}
-
-fn numbers(messages: Vec<EncodedMessage>) -> Vec<usize> {
-    messages
-        .into_iter()
-        .map(|m| {
-            let v: Value = serde_json::from_slice(m.json()).unwrap();
-            v["data"].as_u64().unwrap() as usize
-        })
-        .collect()
 }
 
 async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {

@@ -387,7 +387,7 @@ async fn socket_pushes_are_recorded_in_batches() {
     // Each client's next connect lands on B: nothing again, and what is new.
     a.publish(&ch("/x"), msg("/x", 6)).await.unwrap();
     for id in &clients {
-        assert_eq!(take_n_poll(&b, id, 1).await, [r#"{"channel":"/x","data":6}"#]);
+        assert_eq!(take_n(&b, id, 1).await, [r#"{"channel":"/x","data":6}"#]);
     }
     a.shutdown().await;
     b.shutdown().await;
@@ -401,17 +401,4 @@ async fn subscribers(engine: &TestEngine, n: usize) -> Vec<faye_engine::ClientId
         ids.push(id);
     }
     ids
-}
-
-/// As `take_n`, each take a new long-poll connect.
-async fn take_n_poll(engine: &TestEngine, id: &faye_engine::ClientId, n: usize) -> Vec<String> {
-    let mut got = Vec::new();
-    for _ in 0..200 {
-        got.extend(texts(engine.take_queue(id, Some(&poll())).await.unwrap()));
-        if got.len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    got
 }

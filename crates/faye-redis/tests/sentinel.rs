@@ -7,8 +7,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{TestEngine, ch, poll, start};
-use faye_engine::{ClientId, EncodedMessage, Engine};
+use common::{TestEngine, ch, start, take_numbers};
+use faye_engine::{EncodedMessage, Engine};
 use faye_redis::{RedisConfig, RedisEngine};
 use faye_testkit::redis::{RedisServer, Sentinel};
 
@@ -54,29 +54,6 @@ fn msg(n: usize) -> EncodedMessage {
     EncodedMessage::from_json(format!(r#"{{"channel":"/news","data":{n}}}"#).as_bytes())
 }
 
-fn numbers(messages: Vec<EncodedMessage>) -> Vec<usize> {
-    messages
-        .iter()
-        .map(|m| {
-            let v: serde_json::Value = serde_json::from_slice(m.json()).unwrap();
-            v["data"].as_u64().unwrap() as usize
-        })
-        .collect()
-}
-
-/// Takes `id`'s queue on `engine` until it holds `n` messages (up to 5 s).
-async fn take_n(engine: &RedisEngine, id: &ClientId, n: usize) -> Vec<usize> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut got = Vec::new();
-    while got.len() < n && Instant::now() < deadline {
-        if let Ok(messages) = engine.take_queue(id, Some(&poll())).await {
-            got.extend(numbers(messages));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    got
-}
-
 #[test]
 fn the_sentinel_url_is_checked() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -107,7 +84,7 @@ async fn follows_a_failover_to_the_promoted_replica() {
     let id = b.create_client().await.unwrap();
     b.subscribe(&id, &ch("/news")).await.unwrap();
     a.publish(&ch("/news"), msg(1)).await.unwrap();
-    assert_eq!(take_n(&b, &id, 1).await, [1]);
+    assert_eq!(take_numbers(&b, &id, 1).await, [1]);
     // Everything so far is on the replica before the crash.
     let acked = watched.primary.command(&["WAIT", "1", "5000"]);
     assert_eq!(acked, [":1"], "the replica acknowledged the writes");
@@ -139,9 +116,9 @@ async fn follows_a_failover_to_the_promoted_replica() {
     assert!(b.client_exists(&id).await.unwrap(), "the replicated session survived");
     // A publish refused while the primary was down may still have reached the
     // promoted replica (only its answer was lost): it comes first, in order.
-    let mut got = take_n(&b, &id, 1).await;
+    let mut got = take_numbers(&b, &id, 1).await;
     while got.last().is_some_and(|&last| last < n) {
-        let more = take_n(&b, &id, 1).await;
+        let more = take_numbers(&b, &id, 1).await;
         assert!(!more.is_empty(), "{n} never arrived; got {got:?}");
         got.extend(more);
     }
@@ -149,13 +126,13 @@ async fn follows_a_failover_to_the_promoted_replica() {
     assert!(got.windows(2).all(|w| w[0] < w[1]) && got[0] >= 2, "{got:?}");
     a.publish(&ch("/news"), msg(n + 1)).await.unwrap();
     b.publish(&ch("/news"), msg(n + 2)).await.unwrap();
-    assert_eq!(take_n(&b, &id, 2).await, [n + 1, n + 2]);
+    assert_eq!(take_numbers(&b, &id, 2).await, [n + 1, n + 2]);
 
     // A session made after the failover works across the nodes too.
     let other = a.create_client().await.unwrap();
     a.subscribe(&other, &ch("/news")).await.unwrap();
     b.publish(&ch("/news"), msg(n + 3)).await.unwrap();
-    assert_eq!(take_n(&a, &other, 1).await, [n + 3]);
+    assert_eq!(take_numbers(&a, &other, 1).await, [n + 3]);
     a.shutdown().await;
     b.shutdown().await;
 }

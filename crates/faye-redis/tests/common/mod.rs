@@ -119,3 +119,30 @@ pub fn poll() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string()
 }
+
+/// The `data` numbers of messages like `{"channel":..., "data": 7}`.
+#[allow(dead_code)]
+pub fn numbers(messages: Vec<EncodedMessage>) -> Vec<usize> {
+    messages
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(m.json()).unwrap();
+            v["data"].as_u64().unwrap() as usize
+        })
+        .collect()
+}
+
+/// Takes `id`'s queue on `engine` (as long-poll connects) until it holds `n`
+/// messages, for up to 5 s; a failed take (Redis failing over) is tried again.
+#[allow(dead_code)]
+pub async fn take_numbers<E: Engine>(engine: &E, id: &ClientId, n: usize) -> Vec<usize> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.len() < n && std::time::Instant::now() < deadline {
+        if let Ok(messages) = engine.take_queue(id, Some(&poll())).await {
+            got.extend(numbers(messages));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    got
+}
