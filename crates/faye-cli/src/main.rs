@@ -8,12 +8,14 @@ use anyhow::Context as _;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 use faye_engine::{Engine, MemoryEngine};
-use faye_http::{FayeOptions, FayeService};
+use faye_http::{FayeOptions, FayeService, ServeOptions};
 use faye_redis::{RedisConfig, RedisEngine};
 use faye_server::{Server, ServerOptions};
 use tracing_subscriber::EnvFilter;
 
 mod config;
+mod ops;
+mod tls;
 use config::{EngineKind, LogFormat, Settings};
 
 #[derive(Parser)]
@@ -155,6 +157,14 @@ struct ServeArgs {
     /// /healthz and /readyz (off by default).
     #[arg(long, env = "FAYE_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Certificate chain (PEM file) for TLS termination, with --tls-key: the server
+    /// speaks HTTPS, HTTP/1.1 and HTTP/2 (ALPN). Reloaded on SIGHUP or when the
+    /// files change.
+    #[arg(long, env = "FAYE_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM file) of --tls-cert.
+    #[arg(long, env = "FAYE_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Log lines as text or JSON (default text); RUST_LOG filters them (default
     /// info).
     #[arg(long, env = "FAYE_LOG_FORMAT", value_enum)]
@@ -193,7 +203,7 @@ impl ServeArgs {
             ping => ping, client_js => client_js, allowed_origins => allowed_origins,
             max_publishes_per_second => max_publishes_per_second,
             max_publish_bytes_per_second => max_publish_bytes_per_second,
-            redis_ca_cert => ca_cert, metrics_addr => addr,
+            redis_ca_cert => ca_cert, metrics_addr => addr, tls_cert => cert, tls_key => key,
         );
         Ok(s)
     }
@@ -344,22 +354,49 @@ async fn serve_with<E: Engine>(engine: E, kind: &str, args: Settings) -> anyhow:
         options = options.client_script(script);
     }
     let mount = options.get_mount().to_owned();
+    let drain = seconds(args.drain_timeout, "drain-timeout")?;
+    let mut serve_options = ServeOptions::default().health(true).drain_timeout(drain);
+    let scheme = match (args.cert, args.key) {
+        (Some(cert), Some(key)) => {
+            serve_options = serve_options.tls(tls::acceptor(cert, key)?);
+            "https"
+        }
+        (None, None) => "http",
+        _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+    };
     let faye = FayeService::new(server, options);
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let local: SocketAddr = listener.local_addr()?;
-    // The one line on stdout: scripts and tests read the chosen port from it.
-    println!("faye-rs listening on http://{local}{mount}");
-    tracing::info!(%local, %mount, ?timeout, engine = kind, "serving");
+    // The first line on stdout: scripts and tests read the chosen port from it.
+    println!("faye-rs listening on {scheme}://{local}{mount}");
+    tracing::info!(%local, %mount, ?timeout, engine = kind, scheme, "serving");
+    if let Some(addr) = &args.addr {
+        let metrics = ops::metrics_listener(addr, faye.clone()).await?;
+        println!("faye-rs metrics on http://{metrics}/metrics");
+        tracing::info!(%metrics, "serving /metrics, /healthz and /readyz");
+    }
 
-    faye_http::serve(listener, faye, shutdown_signal()).await;
+    faye_http::serve_with(listener, faye, shutdown_signal(), serve_options).await;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// The first SIGTERM or Ctrl-C starts a graceful stop; a second one exits at once.
 async fn shutdown_signal() {
+    signal().await;
+    tracing::info!("shutting down (a second signal stops at once)");
+    tokio::spawn(async {
+        signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -378,5 +415,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    tracing::info!("shutting down");
 }

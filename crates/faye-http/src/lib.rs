@@ -46,7 +46,7 @@ mod websocket;
 mod write_timeout;
 
 pub use layer::{Attached, FayeLayer};
-pub use serve::serve;
+pub use serve::{ServeOptions, health, serve, serve_with};
 
 /// The peer's address. [`serve`] adds it to each request's extensions; an app
 /// serving [`FayeService`] itself may add it too, and extensions then see it in

@@ -159,6 +159,7 @@ impl<E: Engine> Socket<E> {
                             let request = self.request.as_deref();
                             let messages = self.server.outgoing_deliveries(messages, request).await;
                             if !messages.is_empty() {
+                                crate::metrics::delivered(messages.len());
                                 return Push::Messages(messages);
                             }
                         }
