@@ -59,7 +59,11 @@ async fn answer<E: Engine, B>(
     let (status, content_type, body) = if req.uri().path() == "/metrics" {
         (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", handle.render())
     } else {
-        (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "/metrics, /healthz or /readyz\n".into())
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "/metrics, /healthz or /readyz\n".into(),
+        )
     };
     let mut res = Response::new(Full::new(Bytes::from(body)).boxed());
     *res.status_mut() = status;

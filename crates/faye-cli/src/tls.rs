@@ -66,8 +66,7 @@ pub(crate) fn acceptor(cert: PathBuf, key: PathBuf) -> anyhow::Result<tokio_rust
 
     tokio::spawn(async move {
         #[cfg(unix)]
-        let mut hup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut seen = modified(&[&cert, &key]);
         let mut tick = tokio::time::interval(WATCH_EVERY);
         loop {
@@ -98,7 +97,11 @@ pub(crate) fn acceptor(cert: PathBuf, key: PathBuf) -> anyhow::Result<tokio_rust
                     tracing::info!(cert = %cert.display(), why, "TLS certificate reloaded");
                 }
                 Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), why, "TLS certificate not reloaded; keeping the one in use");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        why,
+                        "TLS certificate not reloaded; keeping the one in use"
+                    );
                 }
             }
         }

@@ -80,7 +80,10 @@ const READY_WITHIN: Duration = Duration::from_secs(2);
 /// else 503 with the reason); `None` for any other path. For an app's own
 /// listeners ([`serve_with`] answers them itself with
 /// [`ServeOptions::health`]).
-pub async fn health<E: Engine, B>(faye: &FayeService<E>, req: &Request<B>) -> Option<Response<FayeBody>> {
+pub async fn health<E: Engine, B>(
+    faye: &FayeService<E>,
+    req: &Request<B>,
+) -> Option<Response<FayeBody>> {
     match req.uri().path() {
         "/healthz" => Some(text(StatusCode::OK, "ok\n")),
         "/readyz" => Some(match faye.server().ready(READY_WITHIN).await {

@@ -31,11 +31,22 @@ pub const BATCHES: &str = "faye_batches_total";
 pub const NAMES: &[&str] =
     &[SESSIONS, HANDSHAKES, SUBSCRIPTIONS, PUBLISHED, DELIVERED, ERRORS, CONNECTS_HELD, BATCHES];
 
-/// Describes the metrics to the installed recorder (their `# HELP` lines).
+/// Describes the metrics to the installed recorder (their `# HELP` lines), and
+/// registers each at zero so that it is exported before anything happens. Call
+/// it once, after installing the recorder and before serving.
 pub fn describe() {
+    for gauge in [SESSIONS, SUBSCRIPTIONS, CONNECTS_HELD] {
+        metrics::gauge!(gauge).increment(0.0);
+    }
+    for counter in [HANDSHAKES, PUBLISHED, DELIVERED, BATCHES] {
+        metrics::counter!(counter).increment(0);
+    }
     metrics::describe_gauge!(SESSIONS, "Live sessions (clients) this process knows of");
     metrics::describe_counter!(HANDSHAKES, "Clients created by a handshake");
-    metrics::describe_gauge!(SUBSCRIPTIONS, "Subscriptions (client x channel) seen by this process");
+    metrics::describe_gauge!(
+        SUBSCRIPTIONS,
+        "Subscriptions (client x channel) seen by this process"
+    );
     metrics::describe_counter!(PUBLISHED, "Messages published and accepted");
     metrics::describe_counter!(DELIVERED, "Messages delivered, once per recipient");
     metrics::describe_counter!(ERRORS, "Replies with a Bayeux error, by code");

@@ -1,0 +1,319 @@
+//! Operations of `faye serve`: health checks, `/metrics` after a known
+//! workload, and a graceful drain on SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use faye_testkit::http::{HttpConn, Request, Response, fetch};
+use faye_testkit::{QUICK, within};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// A `faye serve` child with a metrics listener.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+}
+
+fn addr_in(line: &str) -> SocketAddr {
+    let rest = line.split("://").nth(1).unwrap_or_else(|| panic!("no URL in {line:?}"));
+    rest.split('/').next().unwrap().parse().unwrap()
+}
+
+impl Node {
+    async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_faye"))
+            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("FAYE_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn faye");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (first, second) = within(Duration::from_secs(20), "faye's address lines", async {
+            (lines.next_line().await.unwrap().unwrap(), lines.next_line().await.unwrap().unwrap())
+        })
+        .await;
+        assert!(second.starts_with("faye-rs metrics on http://"), "{second}");
+        // Keep reading stdout so that the child never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, addr: addr_in(&first), metrics: addr_in(&second) }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill").args(["-s", signal, &pid]).status();
+        assert!(status.expect("run kill").success());
+    }
+
+    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        within(limit, "faye to exit", self.child.wait()).await.unwrap()
+    }
+
+    /// The scraped metrics, `name{labels}` → value.
+    async fn scrape(&self) -> Vec<(String, f64)> {
+        let res = within(QUICK, "/metrics", fetch(self.metrics, &Request::get("/metrics")))
+            .await
+            .unwrap();
+        assert_eq!(res.status, 200);
+        assert!(res.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+        res.text()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let (name, value) = l.rsplit_once(' ').unwrap();
+                (name.to_owned(), value.parse().unwrap())
+            })
+            .collect()
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        self.scrape().await.into_iter().find(|(n, _)| n == name).map_or(0.0, |(_, v)| v)
+    }
+}
+
+async fn post(conn: &mut HttpConn, body: Value) -> Vec<Value> {
+    let res = conn.call(&Request::post("/bayeux").json(&body)).await.expect("a reply");
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json().as_array().unwrap().clone()
+}
+
+async fn handshake(conn: &mut HttpConn) -> String {
+    let reply = within(
+        QUICK,
+        "handshake",
+        post(
+            conn,
+            json!([{"channel": "/meta/handshake", "version": "1.0",
+                    "supportedConnectionTypes": ["long-polling"]}]),
+        ),
+    )
+    .await;
+    reply[0]["clientId"].as_str().unwrap().to_owned()
+}
+
+async fn subscribe(conn: &mut HttpConn, client: &str, channel: &str) {
+    let reply = within(
+        QUICK,
+        "subscribe",
+        post(
+            conn,
+            json!([{"channel": "/meta/subscribe", "clientId": client, "subscription": channel}]),
+        ),
+    )
+    .await;
+    assert_eq!(reply[0]["successful"], true, "{reply:?}");
+}
+
+fn connect(client: &str, hold_ms: u64) -> Value {
+    json!([{"channel": "/meta/connect", "clientId": client, "connectionType": "long-polling",
+            "advice": {"timeout": hold_ms}}])
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Response {
+    within(QUICK, path, fetch(addr, &Request::get(path))).await.unwrap()
+}
+
+#[tokio::test]
+async fn health_checks_answer_on_both_listeners() {
+    let node = Node::start(&[]).await;
+    for addr in [node.addr, node.metrics] {
+        let res = get(addr, "/healthz").await;
+        assert_eq!((res.status, res.text().as_str()), (200, "ok\n"));
+        let res = get(addr, "/readyz").await;
+        assert_eq!((res.status, res.text().as_str()), (200, "ready\n"));
+    }
+    // The Bayeux endpoint is where it was, and other paths are still Faye's 404.
+    let mut conn = HttpConn::connect(node.addr).await.unwrap();
+    assert!(!handshake(&mut conn).await.is_empty());
+    assert_eq!(get(node.addr, "/metrics").await.status, 404);
+    assert_eq!(get(node.metrics, "/bayeux").await.status, 404);
+}
+
+#[tokio::test]
+async fn metrics_count_what_a_workload_did() {
+    const N: usize = 7;
+    let node = Node::start(&[]).await;
+    let mut sub = HttpConn::connect(node.addr).await.unwrap();
+    let mut publ = HttpConn::connect(node.addr).await.unwrap();
+    let a = handshake(&mut sub).await;
+    let b = handshake(&mut publ).await;
+    subscribe(&mut sub, &a, "/news").await;
+    subscribe(&mut sub, &a, "/sport/*").await;
+    for i in 0..N {
+        let reply = within(
+            QUICK,
+            "publish",
+            post(&mut publ, json!([{"channel": "/news", "clientId": b, "data": {"i": i}}])),
+        )
+        .await;
+        assert_eq!(reply[0]["successful"], true);
+    }
+    // A publish nobody hears counts as published, not delivered.
+    post(&mut publ, json!([{"channel": "/weather", "clientId": b, "data": 1}])).await;
+    // Errors: an unknown client (401), a missing subscription (402), twice.
+    let bad = post(&mut publ, connect("nobody", 0)).await;
+    assert_eq!(bad[0]["error"], "401:nobody:Unknown client");
+    for _ in 0..2 {
+        let bad = post(&mut publ, json!([{"channel": "/meta/subscribe", "clientId": b}])).await;
+        assert!(bad[0]["error"].as_str().unwrap().starts_with("402:"), "{bad:?}");
+    }
+    // The subscriber's connect takes its N messages.
+    let got = within(QUICK, "the deliveries", post(&mut sub, connect(&a, 0))).await;
+    assert_eq!(got.iter().filter(|m| m["channel"] == "/news").count(), N);
+
+    let scraped = node.scrape().await;
+    let value = |name: &str| scraped.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(value("faye_handshakes_total"), Some(2.0));
+    assert_eq!(value("faye_sessions"), Some(2.0));
+    assert_eq!(value("faye_subscriptions"), Some(2.0));
+    assert_eq!(value("faye_messages_published_total"), Some(N as f64 + 1.0));
+    assert_eq!(value("faye_messages_delivered_total"), Some(N as f64));
+    assert_eq!(value("faye_errors_total{code=\"401\"}"), Some(1.0));
+    assert_eq!(value("faye_errors_total{code=\"402\"}"), Some(2.0));
+    assert_eq!(value("faye_connects_held"), Some(0.0));
+
+    // A held connect shows while it is held, and one more publish is delivered.
+    let held = tokio::spawn({
+        let addr = node.addr;
+        let a = a.clone();
+        async move {
+            let mut conn = HttpConn::connect(addr).await.unwrap();
+            post(&mut conn, connect(&a, 30_000)).await
+        }
+    });
+    let start = Instant::now();
+    while node.metric("faye_connects_held").await != 1.0 {
+        assert!(start.elapsed() < QUICK, "the held connect never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    post(&mut publ, json!([{"channel": "/sport/tennis", "clientId": b, "data": 2}])).await;
+    let got = within(QUICK, "the held connect's answer", held).await.unwrap();
+    assert_eq!(got.iter().filter(|m| m["channel"] == "/sport/tennis").count(), 1);
+    let scraped = node.scrape().await;
+    let value = |name: &str| scraped.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(value("faye_connects_held"), Some(0.0));
+    assert_eq!(value("faye_messages_published_total"), Some(N as f64 + 2.0));
+    assert_eq!(value("faye_messages_delivered_total"), Some(N as f64 + 1.0));
+
+    // A disconnect ends a session and its subscriptions.
+    post(&mut sub, json!([{"channel": "/meta/disconnect", "clientId": a}])).await;
+    let scraped = node.scrape().await;
+    let value = |name: &str| scraped.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(value("faye_sessions"), Some(1.0));
+    assert_eq!(value("faye_subscriptions"), Some(0.0));
+}
+
+/// SIGTERM with connects held and a slow request in flight: the held connects
+/// are answered at once, with the messages published before and advice to
+/// reconnect; /readyz says 503 while the drain lasts; the process exits within
+/// --drain-timeout.
+#[tokio::test]
+async fn sigterm_drains_within_the_bound() {
+    const CLIENTS: usize = 20;
+    const PUBLISHES: usize = 10;
+    let drain = Duration::from_secs(3);
+    let mut node = Node::start(&["--drain-timeout", "3"]).await;
+
+    // Subscribers, each with a connect held (after taking what was published).
+    let mut publ = HttpConn::connect(node.addr).await.unwrap();
+    let b = handshake(&mut publ).await;
+    let mut subscribers = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut conn = HttpConn::connect(node.addr).await.unwrap();
+        let id = handshake(&mut conn).await;
+        subscribe(&mut conn, &id, "/load").await;
+        subscribers.push((conn, id));
+    }
+    for i in 0..PUBLISHES {
+        let reply = post(&mut publ, json!([{"channel": "/load", "clientId": b, "data": i}])).await;
+        assert_eq!(reply[0]["successful"], true, "publish {i} not acknowledged");
+    }
+    let mut held = Vec::new();
+    for (mut conn, id) in subscribers {
+        held.push(tokio::spawn(async move {
+            let mut got = 0;
+            let replies = loop {
+                let reply = post(&mut conn, connect(&id, 60_000)).await;
+                got += reply.iter().filter(|m| m["channel"] == "/load").count();
+                if got >= PUBLISHES {
+                    // All in: this connect is held until the drain answers it.
+                    if reply.iter().all(|m| m["channel"] != "/load") {
+                        break reply;
+                    }
+                }
+            };
+            (got, replies)
+        }));
+    }
+    let start = Instant::now();
+    while node.metric("faye_connects_held").await < CLIENTS as f64 {
+        assert!(start.elapsed() < QUICK * 2, "the connects were never all held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A request whose body never comes keeps the drain going until the bound.
+    let mut slow = HttpConn::connect(node.addr).await.unwrap();
+    slow.write_raw(b"POST /bayeux HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let signalled = Instant::now();
+    node.signal("TERM");
+    for task in held {
+        let (got, reply) = within(QUICK, "a held connect's answer", task).await.unwrap();
+        assert_eq!(got, PUBLISHES, "a subscriber missed messages");
+        let connect = &reply[0];
+        assert_eq!(connect["channel"], "/meta/connect", "{reply:?}");
+        assert_eq!(connect["successful"], true, "{reply:?}");
+        assert_eq!(connect["advice"]["reconnect"], "retry", "{reply:?}");
+    }
+    assert!(signalled.elapsed() < Duration::from_secs(1), "held connects answered late");
+    // Not ready while draining (the metrics listener stays up).
+    let res = get(node.metrics, "/readyz").await;
+    assert_eq!(res.status, 503);
+    assert_eq!(res.text(), "not ready: shutting down\n");
+    assert_eq!(get(node.metrics, "/healthz").await.status, 200);
+    // No new connections on the main listener.
+    assert!(HttpConn::connect(node.addr).await.is_err(), "still accepting");
+
+    let status = node.wait_exit(drain + Duration::from_secs(2)).await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        took >= drain - Duration::from_millis(200),
+        "did not wait for the slow request: {took:?}"
+    );
+    assert!(took < drain + Duration::from_secs(1), "took {took:?}, bound {drain:?}");
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let mut node = Node::start(&["--drain-timeout", "60"]).await;
+    let mut slow = HttpConn::connect(node.addr).await.unwrap();
+    slow.write_raw(b"POST /bayeux HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    node.signal("TERM");
+    // Draining (the slow request keeps it going), then the second signal.
+    let start = Instant::now();
+    while get(node.metrics, "/readyz").await.status != 503 {
+        assert!(start.elapsed() < QUICK, "never draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(node.child.try_wait().unwrap().is_none(), "exited before the bound");
+    node.signal("TERM");
+    let status = node.wait_exit(Duration::from_secs(2)).await;
+    assert!(!status.success(), "a forced exit should not look clean: {status:?}");
+}
