@@ -164,7 +164,7 @@ impl<E: Engine> Socket<E> {
                             }
                         }
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(%client, error = %e, "could not read the queue"),
+                        Err(e) => tracing::warn!(client = client.log_tag(), error = %e, "could not read the queue"),
                     }
                 }
                 _ = conn.ended.cancelled() => {
