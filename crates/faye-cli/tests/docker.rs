@@ -74,8 +74,11 @@ fn the_image_builds_and_serves_a_handshake() {
     let size: u64 = String::from_utf8_lossy(&size.stdout).trim().parse().unwrap();
     assert!(size < 100 << 20, "the image is {size} bytes");
 
-    let run = docker(&["run", "-d", "-p", "127.0.0.1::8000", "-p", "127.0.0.1::9090", &tag], Duration::from_secs(60))
-        .expect("the container starts");
+    let run = docker(
+        &["run", "-d", "-p", "127.0.0.1::8000", "-p", "127.0.0.1::9090", &tag],
+        Duration::from_secs(60),
+    )
+    .expect("the container starts");
     let id = String::from_utf8_lossy(&run.stdout).trim().to_owned();
     let result = std::panic::catch_unwind(|| {
         let port = |inner: &str| -> u16 {
@@ -98,9 +101,10 @@ fn the_image_builds_and_serves_a_handshake() {
             }
             let handshake = serde_json::json!([{"channel": "/meta/handshake", "version": "1.0",
                 "supportedConnectionTypes": ["long-polling"]}]);
-            let res = fetch(([127, 0, 0, 1], main).into(), &Request::post("/bayeux").json(&handshake))
-                .await
-                .unwrap();
+            let res =
+                fetch(([127, 0, 0, 1], main).into(), &Request::post("/bayeux").json(&handshake))
+                    .await
+                    .unwrap();
             assert_eq!(res.json()[0]["successful"], true, "{}", res.text());
         });
         // `docker stop` sends SIGTERM: the server drains and exits cleanly.
