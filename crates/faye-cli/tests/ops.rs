@@ -317,3 +317,44 @@ async fn a_second_signal_exits_at_once() {
     let status = node.wait_exit(Duration::from_secs(2)).await;
     assert!(!status.success(), "a forced exit should not look clean: {status:?}");
 }
+
+/// WebSocket deliveries are counted, and the socket shows by transport while open.
+#[tokio::test]
+async fn metrics_count_websocket_sockets_and_deliveries() {
+    use faye_testkit::ws::Ws;
+    let node = Node::start(&[]).await;
+    let mut ws = Ws::connect(&format!("ws://{}/bayeux", node.addr)).await;
+    let reply = ws
+        .call(&json!([{"channel": "/meta/handshake", "version": "1.0",
+                       "supportedConnectionTypes": ["websocket"]}]))
+        .await;
+    let id = reply[0]["clientId"].as_str().unwrap().to_owned();
+    let reply = ws
+        .call(&json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/ws"}]))
+        .await;
+    assert_eq!(reply[0]["successful"], true);
+    ws.send_json(&json!([{"channel": "/meta/connect", "clientId": id,
+                           "connectionType": "websocket"}]))
+        .await;
+    let mut publ = HttpConn::connect(node.addr).await.unwrap();
+    let b = handshake(&mut publ).await;
+    for i in 0..3 {
+        post(&mut publ, json!([{"channel": "/ws", "clientId": b, "data": i}])).await;
+    }
+    let mut got = 0;
+    while got < 3 {
+        let frame = ws.recv_json(QUICK).await;
+        got += frame.as_array().unwrap().iter().filter(|m| m["channel"] == "/ws").count();
+    }
+    let sockets = "faye_sockets{transport=\"websocket\"}";
+    assert_eq!(node.metric(sockets).await, 1.0);
+    assert_eq!(node.metric("faye_messages_delivered_total").await, 3.0);
+    assert_eq!(node.metric("faye_messages_published_total").await, 3.0);
+    assert_eq!(node.metric("faye_connects_held").await, 1.0);
+    ws.close().await;
+    let start = Instant::now();
+    while node.metric(sockets).await != 0.0 || node.metric("faye_connects_held").await != 0.0 {
+        assert!(start.elapsed() < QUICK, "the closed socket is still counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

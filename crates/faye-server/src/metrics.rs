@@ -26,10 +26,22 @@ pub const ERRORS: &str = "faye_errors_total";
 pub const CONNECTS_HELD: &str = "faye_connects_held";
 /// Request batches processed (counter).
 pub const BATCHES: &str = "faye_batches_total";
+/// Persistent sockets open now, by transport (`transport` label: `websocket`,
+/// `eventsource`, `in-process`; gauge).
+pub const SOCKETS: &str = "faye_sockets";
 
 /// Every metric the server records.
-pub const NAMES: &[&str] =
-    &[SESSIONS, HANDSHAKES, SUBSCRIPTIONS, PUBLISHED, DELIVERED, ERRORS, CONNECTS_HELD, BATCHES];
+pub const NAMES: &[&str] = &[
+    SESSIONS,
+    HANDSHAKES,
+    SUBSCRIPTIONS,
+    PUBLISHED,
+    DELIVERED,
+    ERRORS,
+    CONNECTS_HELD,
+    BATCHES,
+    SOCKETS,
+];
 
 /// Describes the metrics to the installed recorder (their `# HELP` lines), and
 /// registers each at zero so that it is exported before anything happens. Call
@@ -52,6 +64,7 @@ pub fn describe() {
     metrics::describe_counter!(ERRORS, "Replies with a Bayeux error, by code");
     metrics::describe_gauge!(CONNECTS_HELD, "/meta/connect requests held open now");
     metrics::describe_counter!(BATCHES, "Request batches processed");
+    metrics::describe_gauge!(SOCKETS, "Persistent sockets (WebSocket, EventSource) open now");
 }
 
 /// An engine event; `clients` is the registry's count after it.
@@ -121,5 +134,22 @@ impl HeldConnect {
 impl Drop for HeldConnect {
     fn drop(&mut self) {
         metrics::gauge!(CONNECTS_HELD).decrement(1.0);
+    }
+}
+
+/// Counts a persistent socket in [`SOCKETS`] while it lives.
+#[derive(Debug)]
+pub(crate) struct OpenSocket(&'static str);
+
+impl OpenSocket {
+    pub(crate) fn start(transport: &'static str) -> Self {
+        metrics::gauge!(SOCKETS, "transport" => transport).increment(1.0);
+        Self(transport)
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        metrics::gauge!(SOCKETS, "transport" => self.0).decrement(1.0);
     }
 }

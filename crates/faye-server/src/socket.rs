@@ -39,6 +39,8 @@ pub struct Socket<E: Engine> {
     rebound: Notify,
     /// The connect held on this socket, cancelled when a newer one replaces it.
     held: Mutex<CancellationToken>,
+    /// Counts the socket in `faye_sockets` while it lives.
+    _open: crate::metrics::OpenSocket,
 }
 
 impl<E: Engine> Socket<E> {
@@ -53,7 +55,9 @@ impl<E: Engine> Socket<E> {
     }
 
     fn new(server: Server<E>, request: Option<Arc<RequestInfo>>, trusted: bool) -> Self {
+        let transport = request.as_ref().map_or("in-process", |r| r.transport);
         Self {
+            _open: crate::metrics::OpenSocket::start(transport),
             server,
             request,
             trusted,
