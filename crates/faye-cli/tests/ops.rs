@@ -358,3 +358,152 @@ async fn metrics_count_websocket_sockets_and_deliveries() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A rolling restart under load, as behind a load balancer: two nodes on one
+/// Redis; long-polling subscribers and a publisher on node A, which gets SIGTERM
+/// in the middle of the publishing. Each client goes on with node B when A
+/// stops answering it (resending a connect that got no answer, as Faye's client
+/// does). Every publish acknowledged, by either node, reaches every subscriber,
+/// and A exits cleanly within its bound.
+#[tokio::test]
+async fn sigterm_under_load_loses_no_acknowledged_publish() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use faye_testkit::redis::RedisServer;
+
+    const SUBSCRIBERS: usize = 8;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let engine = ["--engine", "redis", "--redis-url", url.as_str(), "--redis-namespace", "drain"];
+    let mut a =
+        Node::start(&[&engine[..], &["--drain-timeout", "5", "--timeout", "5"]].concat()).await;
+    let b = Node::start(&[&engine[..], &["--timeout", "5"]].concat()).await;
+    let nodes = [a.addr, b.addr];
+
+    /// One Bayeux client talking to node A until A fails it, then to B.
+    struct Client {
+        conn: Option<HttpConn>,
+        node: usize,
+        nodes: [SocketAddr; 2],
+        next_id: u64,
+    }
+    impl Client {
+        /// Sends `message` (given the next id) until a node answers 200; a
+        /// failure on A moves the client to B for good.
+        async fn send(&mut self, mut message: Value) -> Vec<Value> {
+            message["id"] = json!(self.next_id.to_string());
+            self.next_id += 1;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                assert!(Instant::now() < deadline, "no node answered {message}");
+                if self.conn.is_none() {
+                    match HttpConn::connect(self.nodes[self.node]).await {
+                        Ok(conn) => self.conn = Some(conn),
+                        Err(_) => {
+                            self.node = 1;
+                            continue;
+                        }
+                    }
+                }
+                let request = Request::post("/bayeux").json(&json!([message.clone()]));
+                let conn = self.conn.as_mut().unwrap();
+                match tokio::time::timeout(Duration::from_secs(10), conn.call(&request)).await {
+                    Ok(Ok(res)) if res.status == 200 => {
+                        if res.header("connection") == Some("close") {
+                            self.conn = None;
+                        }
+                        let replies = res.json().as_array().unwrap().clone();
+                        // Refused while shutting down: go on elsewhere.
+                        if replies[0]["error"].as_str().is_some_and(|e| e.starts_with("503:")) {
+                            self.conn = None;
+                            self.node = 1;
+                            continue;
+                        }
+                        return replies;
+                    }
+                    _ => {
+                        self.conn = None;
+                        self.node = 1;
+                    }
+                }
+            }
+        }
+    }
+    let client = move || Client { conn: None, node: 0, nodes, next_id: 1 };
+    let handshake_msg = json!({"channel": "/meta/handshake", "version": "1.0",
+                               "supportedConnectionTypes": ["long-polling"]});
+
+    let done = Arc::new(AtomicBool::new(false));
+    let mut subscribers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut c = client();
+        let id = c.send(handshake_msg.clone()).await[0]["clientId"].as_str().unwrap().to_owned();
+        let reply = c
+            .send(json!({"channel": "/meta/subscribe", "clientId": id, "subscription": "/load"}))
+            .await;
+        assert_eq!(reply[0]["successful"], true);
+        let done = done.clone();
+        subscribers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let replies = c
+                    .send(json!({"channel": "/meta/connect", "clientId": id,
+                                 "connectionType": "long-polling", "advice": {"timeout": 1000}}))
+                    .await;
+                assert_eq!(replies[0]["successful"], true, "{replies:?}");
+                got.extend(
+                    replies
+                        .iter()
+                        .filter(|m| m["channel"] == "/load")
+                        .map(|m| m["data"].as_u64().unwrap()),
+                );
+            }
+            (got, c.node)
+        }));
+    }
+
+    // The publisher: as fast as acknowledgements come, for two seconds.
+    let publisher = tokio::spawn(async move {
+        let mut c = client();
+        let id = c.send(handshake_msg).await[0]["clientId"].as_str().unwrap().to_owned();
+        let mut acked = Vec::new();
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(2) {
+            let reply = c.send(json!({"channel": "/load", "clientId": id, "data": n})).await;
+            if reply[0]["successful"] == true {
+                acked.push(n);
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (acked, c.node)
+    });
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let signalled = Instant::now();
+    a.signal("TERM");
+    let status = a.wait_exit(Duration::from_secs(5) + Duration::from_secs(2)).await;
+    assert!(status.success(), "node A's exit: {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(6), "took {:?}", signalled.elapsed());
+
+    let (acked, node) = within(Duration::from_secs(20), "the publisher", publisher).await.unwrap();
+    assert_eq!(node, 1, "the publisher never moved to node B");
+    assert!(acked.len() > 50, "too little load: {} publishes", acked.len());
+    // Let the subscribers take what is left, then stop them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    done.store(true, Ordering::Relaxed);
+    for task in subscribers {
+        let (got, node) = within(Duration::from_secs(20), "a subscriber", task).await.unwrap();
+        assert_eq!(node, 1, "a subscriber never moved to node B");
+        let missing: Vec<_> = acked.iter().filter(|n| !got.contains(n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {} acknowledged publishes missing: {missing:?}",
+            missing.len(),
+            acked.len()
+        );
+    }
+    drop(b);
+}
