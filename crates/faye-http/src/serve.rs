@@ -126,19 +126,12 @@ impl<E: Engine> tower_service::Service<Request<hyper::body::Incoming>> for WithP
         let mut faye = self.faye.clone();
         let health = self.health;
         Box::pin(async move {
-            if health && let Some(res) = health_check(&faye, &req).await {
+            if health && let Some(res) = self::health(&faye, &req).await {
                 return Ok(res);
             }
             tower_service::Service::call(&mut faye, req).await
         })
     }
-}
-
-async fn health_check<E: Engine, B>(
-    faye: &FayeService<E>,
-    req: &Request<B>,
-) -> Option<Response<FayeBody>> {
-    health(faye, req).await
 }
 
 /// Serves `faye` on `listener` (HTTP/1.1, and h2c if [`FayeOptions::http2`](crate::FayeOptions::http2), with
