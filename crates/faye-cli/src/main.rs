@@ -279,14 +279,23 @@ fn init_logs(format: LogFormat) {
 
 async fn serve(args: Settings) -> anyhow::Result<()> {
     match args.engine {
-        EngineKind::Memory => serve_with(MemoryEngine::new(), "memory", args).await,
+        EngineKind::Memory => metered(MemoryEngine::new(), "memory", args).await,
         EngineKind::Redis => {
             let config = redis_config(&args)?;
             let engine =
                 RedisEngine::connect(config).await.context("cannot start the Redis engine")?;
             tracing::info!(node = engine.node(), namespace = %args.namespace, "connected to Redis");
-            serve_with(engine, "redis", args).await
+            metered(engine, "redis", args).await
         }
+    }
+}
+
+/// With a metrics listener, the engine's operations are timed too.
+async fn metered<E: Engine>(engine: E, kind: &str, args: Settings) -> anyhow::Result<()> {
+    if args.addr.is_some() {
+        serve_with(faye_server::metrics::Metered::new(engine), kind, args).await
+    } else {
+        serve_with(engine, kind, args).await
     }
 }
 

@@ -8,10 +8,17 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use faye_engine::Engine;
 use faye_http::FayeService;
+use faye_server::metrics;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Engine latency buckets, in seconds: 50 µs (memory) to 2.5 s (a stalled Redis).
+const ENGINE_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
 
 /// Installs the Prometheus recorder (for the whole process) and serves it on
 /// `addr`; returns the address bound. The listener stays up while the server
@@ -21,9 +28,20 @@ pub(crate) async fn metrics_listener<E: Engine>(
     faye: FayeService<E>,
 ) -> anyhow::Result<SocketAddr> {
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(metrics::ENGINE_SECONDS.into()), ENGINE_BUCKETS)
+        .context("histogram buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    faye_server::metrics::describe();
+    // Histograms are folded in by upkeep (also done on each scrape).
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    metrics::describe();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;

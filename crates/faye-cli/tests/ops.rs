@@ -182,6 +182,16 @@ async fn metrics_count_what_a_workload_did() {
     assert_eq!(value("faye_errors_total{code=\"401\"}"), Some(1.0));
     assert_eq!(value("faye_errors_total{code=\"402\"}"), Some(2.0));
     assert_eq!(value("faye_connects_held"), Some(0.0));
+    // Every engine operation is timed.
+    let engine_ops = |op: &str| {
+        let name = format!("faye_engine_operation_seconds_count{{op=\"{op}\",outcome=\"ok\"}}");
+        value(&name)
+    };
+    assert_eq!(engine_ops("create_client"), Some(2.0));
+    assert_eq!(engine_ops("subscribe"), Some(2.0));
+    assert_eq!(engine_ops("publish"), Some(N as f64 + 1.0));
+    let bucket = "faye_engine_operation_seconds_bucket{op=\"publish\",outcome=\"ok\",le=\"+Inf\"}";
+    assert_eq!(value(bucket), Some(N as f64 + 1.0));
 
     // A held connect shows while it is held, and one more publish is delivered.
     let held = tokio::spawn({
