@@ -288,7 +288,8 @@ async fn sigterm_drains_within_the_bound() {
         assert_eq!(connect["successful"], true, "{reply:?}");
         assert_eq!(connect["advice"]["reconnect"], "retry", "{reply:?}");
     }
-    assert!(signalled.elapsed() < Duration::from_secs(1), "held connects answered late");
+    // At once, not at the drain's bound (3 s).
+    assert!(signalled.elapsed() < Duration::from_secs(2), "held connects answered late");
     // Not ready while draining (the metrics listener stays up).
     let res = get(node.metrics, "/readyz").await;
     assert_eq!(res.status, 503);
@@ -304,7 +305,7 @@ async fn sigterm_drains_within_the_bound() {
         took >= drain - Duration::from_millis(200),
         "did not wait for the slow request: {took:?}"
     );
-    assert!(took < drain + Duration::from_secs(1), "took {took:?}, bound {drain:?}");
+    assert!(took < drain + Duration::from_millis(1500), "took {took:?}, bound {drain:?}");
 }
 
 #[tokio::test]
