@@ -412,13 +412,7 @@ impl<E: Engine> Server<E> {
                 let first = std::future::poll_fn(|cx| Poll::Ready(connect.as_mut().poll(cx)));
                 match first.await {
                     Poll::Ready(mut part) => replies.append(&mut part),
-                    Poll::Pending => {
-                        let gauge = metrics::HeldConnect::start();
-                        held.push(async move {
-                            let _gauge = gauge;
-                            connect.await
-                        });
-                    }
+                    Poll::Pending => held.push(metrics::Held::connect(connect)),
                 }
                 drop(turn);
             } else {
@@ -435,7 +429,7 @@ impl<E: Engine> Server<E> {
                 });
                 match done.await {
                     Some(mut part) => replies.append(&mut part),
-                    None => held.push(handling),
+                    None => held.push(metrics::Held::other(handling)),
                 }
                 ctx.release_turn();
             }

@@ -6,6 +6,8 @@
 //! The recording calls are kept here and in [`Server::process`](crate::Server::process),
 //! so that the hot paths stay readable.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use faye_engine::{
@@ -133,19 +135,39 @@ pub(crate) fn replies(replies: &[Reply]) {
     }
 }
 
-/// Counts a held connect while it lives.
-pub(crate) struct HeldConnect(());
+/// A message of a batch completing alongside the next ones; a held connect is
+/// counted in [`CONNECTS_HELD`] while it lives.
+pub(crate) struct Held<F> {
+    inner: F,
+    connect: bool,
+}
 
-impl HeldConnect {
-    pub(crate) fn start() -> Self {
+impl<F> Held<F> {
+    /// A held `/meta/connect`.
+    pub(crate) fn connect(inner: F) -> Self {
         metrics::gauge!(CONNECTS_HELD).increment(1.0);
-        Self(())
+        Self { inner, connect: true }
+    }
+
+    /// Another message (a publish in the engine's line).
+    pub(crate) fn other(inner: F) -> Self {
+        Self { inner, connect: false }
     }
 }
 
-impl Drop for HeldConnect {
+impl<F: Future + Unpin> Future for Held<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        Pin::new(&mut self.inner).poll(cx)
+    }
+}
+
+impl<F> Drop for Held<F> {
     fn drop(&mut self) {
-        metrics::gauge!(CONNECTS_HELD).decrement(1.0);
+        if self.connect {
+            metrics::gauge!(CONNECTS_HELD).decrement(1.0);
+        }
     }
 }
 
