@@ -42,6 +42,7 @@ pub(crate) async fn metrics_listener<E: Engine>(
         }
     });
     metrics::describe();
+    faye_http::counted::describe();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;

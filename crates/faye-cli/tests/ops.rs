@@ -518,3 +518,34 @@ async fn sigterm_under_load_loses_no_acknowledged_publish() {
     }
     drop(b);
 }
+
+/// Connections and bytes on the main listener.
+#[tokio::test]
+async fn metrics_count_connections_and_bytes() {
+    let node = Node::start(&[]).await;
+    let mut conn = HttpConn::connect(node.addr).await.unwrap();
+    let host = node.addr.to_string();
+    let mut sent = 0;
+    let mut received = 0;
+    for _ in 0..3 {
+        let request = Request::post("/bayeux").json(&json!([{"channel": "/meta/handshake",
+            "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]));
+        sent += request.to_bytes(&host).len();
+        let res = within(QUICK, "a handshake", conn.call(&request)).await.unwrap();
+        assert_eq!(res.status, 200);
+        // What went on the wire: status line, headers, blank line, body.
+        let head: usize = res.headers.iter().map(|(n, v)| n.len() + 2 + v.len() + 2).sum();
+        received += "HTTP/1.1 200 OK\r\n".len() + head + 2 + res.body.len();
+    }
+    let scraped = node.scrape().await;
+    let value = |name: &str| scraped.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(value("faye_http_connections"), Some(1.0));
+    assert_eq!(value("faye_http_bytes_received_total"), Some(sent as f64));
+    assert_eq!(value("faye_http_bytes_sent_total"), Some(received as f64));
+    drop(conn);
+    let start = Instant::now();
+    while node.metric("faye_http_connections").await != 0.0 {
+        assert!(start.elapsed() < QUICK, "the closed connection is still counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

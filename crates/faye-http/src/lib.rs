@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 
 mod assets;
 mod cors;
+pub mod counted;
 // Public (and hidden) only for the fuzz target: see the module's docs.
 #[doc(hidden)]
 pub mod deflate;

@@ -11,6 +11,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::counted::Counted;
 use crate::write_timeout::WriteTimeout;
 use crate::{FayeBody, FayeService, RemoteAddr, text};
 
@@ -200,7 +201,7 @@ pub async fn serve_with<E: Engine>(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(WithPeer { faye: faye.clone(), peer, health });
-        let io = WriteTimeout::new(stream, write_timeout);
+        let io = WriteTimeout::new(Counted::new(stream), write_timeout);
         #[cfg(feature = "tls")]
         if let Some(acceptor) = &serve_options.tls {
             let acceptor = acceptor.clone();
