@@ -10,6 +10,9 @@
 #   cluster.test.mjs  three `faye serve --engine redis` nodes on a throwaway
 #                     redis-server: delivery across nodes, and a long-polling
 #                     client moved between nodes on every poll loses nothing
+#   tls.test.mjs      the Node client over TLS (`--tls-cert`, `--tls-key`) with
+#                     the test's own CA, WebSocket and long-polling, and a
+#                     certificate replaced on disk served to new connections
 # Usage: bash interop/run.sh   (from any directory)
 # $FAYE_BIN, default <repo>/target/debug/faye (`cargo build -p faye-cli`).
 # $FAYE_EXAMPLE_BIN, default <repo>/target/debug/examples/axum_app
@@ -17,6 +20,7 @@
 # Needs Debian's Chromium (`apt-get install chromium`); no browser is downloaded.
 # Needs redis-server (`apt-get install redis-server`); it is started on a free
 # port, never 6379's.
+# Needs the openssl command (`apt-get install openssl`) to make test certificates.
 set -euo pipefail
 # Relative paths are relative to the caller's directory.
 if [[ -n "${FAYE_BIN:-}" ]]; then export FAYE_BIN="$(realpath -m -- "$FAYE_BIN")"; fi
@@ -25,4 +29,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
 node --test --test-reporter=spec faye.test.mjs order.test.mjs deflate.test.mjs browser.test.mjs \
-    cluster.test.mjs
+    cluster.test.mjs tls.test.mjs

@@ -80,3 +80,35 @@ async fn one_service(a_args: &[&str], b_args: &[&str]) {
     assert_eq!(delivered.len(), 1, "{connect}");
     assert_eq!(delivered[0]["data"], json!({"headline": "hi"}));
 }
+
+/// `/readyz` follows the engine: 503 while Redis does not answer, 200 again once
+/// it does; `/healthz` stays 200.
+#[tokio::test]
+async fn readyz_says_when_redis_does_not_answer() {
+    let redis = RedisServer::start();
+    let node = FayeProcess::serve(
+        env!("CARGO_BIN_EXE_faye"),
+        &["--engine", "redis", "--redis-url", &redis.url(), "--redis-namespace", "ready"],
+    )
+    .await;
+    let addr = node.addr();
+    let get = |path: &'static str| async move {
+        let limit = std::time::Duration::from_secs(10);
+        faye_testkit::within(limit, path, fetch(addr, &Request::get(path)))
+            .await
+            .expect("a response")
+    };
+    let ready = get("/readyz").await;
+    assert_eq!((ready.status, ready.body_str()), (200, "ready\n"));
+    redis.pause();
+    let ready = get("/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.body_str());
+    assert!(ready.body_str().starts_with("not ready: engine unreachable"), "{}", ready.body_str());
+    assert_eq!(get("/healthz").await.status, 200);
+    redis.resume();
+    let start = std::time::Instant::now();
+    while get("/readyz").await.status != 200 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "never ready again");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -313,7 +313,10 @@ impl Engine for MemoryEngine {
             }
         }
         for id in too_slow {
-            tracing::warn!(client = %id, "queue full: disconnecting a client too slow to keep up");
+            tracing::warn!(
+                client = id.log_tag(),
+                "queue full: disconnecting a client too slow to keep up"
+            );
             self.inner.destroy(&id);
         }
         Ok(())

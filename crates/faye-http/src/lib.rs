@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 
 mod assets;
 mod cors;
+pub mod counted;
 // Public (and hidden) only for the fuzz target: see the module's docs.
 #[doc(hidden)]
 pub mod deflate;
@@ -46,7 +47,7 @@ mod websocket;
 mod write_timeout;
 
 pub use layer::{Attached, FayeLayer};
-pub use serve::serve;
+pub use serve::{ServeOptions, health, serve, serve_with};
 
 /// The peer's address. [`serve`] adds it to each request's extensions; an app
 /// serving [`FayeService`] itself may add it too, and extensions then see it in

@@ -4,33 +4,116 @@ use std::future::Future;
 use std::time::Duration;
 
 use faye_engine::Engine;
+use http::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::counted::Counted;
 use crate::write_timeout::WriteTimeout;
-use crate::{FayeService, RemoteAddr};
+use crate::{FayeBody, FayeService, RemoteAddr, text};
+
+/// How [`serve_with`] serves, besides the [`FayeOptions`](crate::FayeOptions).
+#[derive(Clone)]
+pub struct ServeOptions {
+    drain_timeout: Duration,
+    health: bool,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("ServeOptions");
+        d.field("drain_timeout", &self.drain_timeout).field("health", &self.health);
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls.is_some());
+        d.finish()
+    }
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+            health: false,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+}
+
+impl ServeOptions {
+    /// The longest a graceful stop takes (default 10 s): from the signal, held
+    /// connects are answered at once (their clients reconnect, to another
+    /// server once this one stops accepting), WebSockets are closed, and requests
+    /// in flight get what is left of this bound; then [`serve_with`] returns.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Also answers `/healthz` (200 while the process runs) and `/readyz` (200
+    /// when the engine answers and the server is not stopping, 503 with the
+    /// reason otherwise), outside the Bayeux mount; see [`health`]. Off by default.
+    pub fn health(mut self, on: bool) -> Self {
+        self.health = on;
+        self
+    }
+
+    /// Terminates TLS with `acceptor` (HTTP/1.1, and HTTP/2 when the client asks
+    /// for `h2` by ALPN: list `h2` and `http/1.1` in the rustls config's
+    /// `alpn_protocols`). The handshake must finish within the header timeout.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+}
+
+/// How long `/readyz` waits for the engine.
+const READY_WITHIN: Duration = Duration::from_secs(2);
+
+/// The answer to a health check, if `req` is one: `/healthz` (200, the process
+/// is alive) or `/readyz` (200 when [`Server::ready`](faye_server::Server::ready),
+/// else 503 with the reason); `None` for any other path. For an app's own
+/// listeners ([`serve_with`] answers them itself with
+/// [`ServeOptions::health`]).
+pub async fn health<E: Engine, B>(
+    faye: &FayeService<E>,
+    req: &Request<B>,
+) -> Option<Response<FayeBody>> {
+    match req.uri().path() {
+        "/healthz" => Some(text(StatusCode::OK, "ok\n")),
+        "/readyz" => Some(match faye.server().ready(READY_WITHIN).await {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+        }),
+        _ => None,
+    }
+}
 
 /// Adds the peer's address to each request of one connection.
 struct WithPeer<E: Engine> {
     faye: FayeService<E>,
     peer: std::net::SocketAddr,
+    health: bool,
 }
 
 impl<E: Engine> Clone for WithPeer<E> {
     fn clone(&self) -> Self {
-        Self { faye: self.faye.clone(), peer: self.peer }
+        Self { faye: self.faye.clone(), peer: self.peer, health: self.health }
     }
 }
 
-impl<E: Engine> tower_service::Service<http::Request<hyper::body::Incoming>> for WithPeer<E> {
-    type Response =
-        <FayeService<E> as tower_service::Service<http::Request<hyper::body::Incoming>>>::Response;
+impl<E: Engine> tower_service::Service<Request<hyper::body::Incoming>> for WithPeer<E> {
+    type Response = Response<FayeBody>;
     type Error = std::convert::Infallible;
-    type Future =
-        <FayeService<E> as tower_service::Service<http::Request<hyper::body::Incoming>>>::Future;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Response<FayeBody>, std::convert::Infallible>> + Send>,
+    >;
 
     fn poll_ready(
         &mut self,
@@ -39,39 +122,68 @@ impl<E: Engine> tower_service::Service<http::Request<hyper::body::Incoming>> for
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
         req.extensions_mut().insert(RemoteAddr(self.peer));
-        self.faye.call(req)
+        let mut faye = self.faye.clone();
+        let health = self.health;
+        Box::pin(async move {
+            if health && let Some(res) = self::health(&faye, &req).await {
+                return Ok(res);
+            }
+            tower_service::Service::call(&mut faye, req).await
+        })
     }
 }
 
 /// Serves `faye` on `listener` (HTTP/1.1, and h2c if [`FayeOptions::http2`](crate::FayeOptions::http2), with
 /// WebSocket upgrades, a header timeout and a write timeout) until
 /// `signal` completes, then shuts down: held connects are answered, sockets are
-/// closed, and in-flight requests get up to five seconds to finish.
+/// closed, and in-flight requests get up to ten seconds to finish. The same as
+/// [`serve_with`] with the default [`ServeOptions`].
 pub async fn serve<E: Engine>(
     listener: TcpListener,
     faye: FayeService<E>,
     signal: impl Future<Output = ()>,
 ) {
+    serve_with(listener, faye, signal, ServeOptions::default()).await;
+}
+
+/// As [`serve`], with `options`: health checks, TLS, the drain bound.
+///
+/// When `signal` completes the server drains: it stops accepting connections,
+/// [`Server::ready`](faye_server::Server::ready) turns false (so `/readyz`
+/// answers 503), keep-alive is turned off on every HTTP connection, held
+/// connects are answered at once with `reconnect: retry` advice (their clients
+/// come back on a new connection, which a load balancer sends to another
+/// server), WebSockets are closed, and requests in flight may finish. It
+/// returns when all is done or [`ServeOptions::drain_timeout`] after the signal,
+/// whichever is first.
+pub async fn serve_with<E: Engine>(
+    listener: TcpListener,
+    faye: FayeService<E>,
+    signal: impl Future<Output = ()>,
+    serve_options: ServeOptions,
+) {
     let options = &faye.shared.options;
+    let header_timeout = options.header_timeout;
     let mut builder = Builder::new(TokioExecutor::new());
     // Without a timer hyper enforces no header timeout: a client sending one byte a
     // minute would hold its connection forever.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_timeout);
-    if options.http2 {
-        // HTTP/2 has no header timeout in hyper: pings find peers that went away.
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(options.header_timeout)
-            .keep_alive_timeout(options.header_timeout);
-    } else {
-        // No sniffing for an HTTP/2 preface, which waits for the first bytes with no
-        // timeout: HTTP/1.1 from the start, its header timeout included.
-        builder = builder.http1_only();
-    }
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    // HTTP/2 has no header timeout in hyper: pings find peers that went away.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(header_timeout);
+    // Cleartext HTTP/2 is sniffed from the first bytes, which waits with no
+    // timeout: unless asked for, HTTP/1.1 from the start, header timeout included.
+    // Over TLS, ALPN says which one it is.
+    let cleartext = if options.http2 { builder.clone() } else { builder.clone().http1_only() };
+    #[cfg(feature = "tls")]
+    let (h1, h2) = (builder.clone().http1_only(), builder.clone().http2_only());
     let write_timeout = options.write_timeout;
+    let health = serve_options.health;
     let graceful = GracefulShutdown::new();
     let mut signal = std::pin::pin!(signal);
     loop {
@@ -88,9 +200,35 @@ pub async fn serve<E: Engine>(
             _ = &mut signal => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(WithPeer { faye: faye.clone(), peer });
-        let io = TokioIo::new(WriteTimeout::new(stream, write_timeout));
-        let conn = builder.serve_connection_with_upgrades(io, service);
+        let service = TowerToHyperService::new(WithPeer { faye: faye.clone(), peer, health });
+        let io = WriteTimeout::new(Counted::new(stream), write_timeout);
+        #[cfg(feature = "tls")]
+        if let Some(acceptor) = &serve_options.tls {
+            let acceptor = acceptor.clone();
+            let watcher = graceful.watcher();
+            let (h1, h2) = (h1.clone(), h2.clone());
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(header_timeout, acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                };
+                let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let builder = if is_h2 { h2 } else { h1 };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        }
+        let conn = cleartext.serve_connection_with_upgrades(TokioIo::new(io), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -99,7 +237,14 @@ pub async fn serve<E: Engine>(
         });
     }
     drop(listener);
-    let grace = Duration::from_secs(5);
-    faye.shutdown(grace).await;
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    let bound = serve_options.drain_timeout;
+    tracing::info!(?bound, "draining");
+    let drained = async {
+        // Keep-alive off first, so that the answers to held connects close their
+        // connections and the clients come back on new ones (to another server).
+        tokio::join!(graceful.shutdown(), faye.shutdown(bound));
+    };
+    if tokio::time::timeout(bound, drained).await.is_err() {
+        tracing::warn!(?bound, "drain timeout: closing what is left");
+    }
 }

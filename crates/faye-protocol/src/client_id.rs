@@ -44,6 +44,22 @@ impl ClientId {
         bytes.iter().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()).then_some(Self(bytes))
     }
 
+    /// What logs at the info level and above may say of the client: the id's
+    /// first six characters. Enough to follow one client through a log, far too
+    /// few to act as it (the id is the session's only credential: whoever has it
+    /// may connect and read the client's messages). Debug-level logs may show
+    /// the whole id.
+    ///
+    /// ```
+    /// # use faye_protocol::ClientId;
+    /// let id = ClientId::from_random_bytes([7; 20]);
+    /// assert_eq!(id.log_tag().len(), 6);
+    /// assert!(id.as_str().starts_with(id.log_tag()));
+    /// ```
+    pub fn log_tag(&self) -> &str {
+        &self.as_str()[..6]
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         // Only ASCII digits and letters are ever stored.

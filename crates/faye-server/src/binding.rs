@@ -140,6 +140,7 @@ impl EngineListener for Registry {
             }
             _ => {}
         }
+        crate::metrics::engine_event(&event, self.clients.load(Ordering::Relaxed));
         if let Some(event) = Event::from_engine(event) {
             self.emit(|| event);
         }

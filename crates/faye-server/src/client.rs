@@ -193,7 +193,10 @@ async fn run<E: Engine>(server: Server<E>, shared: Arc<Shared>) {
             tokio::time::sleep(REHANDSHAKE_PAUSE).await;
             continue;
         }
-        tracing::warn!(client = %id, "the in-process client's session ended: handshaking again");
+        tracing::warn!(
+            client = id.get(..6).unwrap_or_default(),
+            "the in-process client's session ended: handshaking again"
+        );
         if !rejoin(&server, &shared).await {
             break;
         }

@@ -36,6 +36,7 @@ mod client;
 mod cow_list;
 mod extension;
 mod handlers;
+pub mod metrics;
 mod monitor;
 mod order;
 mod rate;
@@ -411,7 +412,7 @@ impl<E: Engine> Server<E> {
                 let first = std::future::poll_fn(|cx| Poll::Ready(connect.as_mut().poll(cx)));
                 match first.await {
                     Poll::Ready(mut part) => replies.append(&mut part),
-                    Poll::Pending => held.push(connect),
+                    Poll::Pending => held.push(metrics::Held::connect(connect)),
                 }
                 drop(turn);
             } else {
@@ -428,7 +429,7 @@ impl<E: Engine> Server<E> {
                 });
                 match done.await {
                     Some(mut part) => replies.append(&mut part),
-                    None => held.push(handling),
+                    None => held.push(metrics::Held::other(handling)),
                 }
                 ctx.release_turn();
             }
@@ -436,6 +437,7 @@ impl<E: Engine> Server<E> {
         while let Some(mut part) = held.next().await {
             replies.append(&mut part);
         }
+        metrics::replies(&replies);
         replies
     }
 
@@ -516,6 +518,22 @@ impl<E: Engine> Server<E> {
             }
         }
         out
+    }
+
+    /// Whether the server can serve: not shutting down, and its engine answers
+    /// within `within` (a networked engine's backend may be down). The error says
+    /// why not, for a readiness check (`/readyz`).
+    pub async fn ready(&self, within: Duration) -> Result<(), String> {
+        if self.is_shutting_down() {
+            return Err("shutting down".into());
+        }
+        // Any id will do: the question is whether the engine answers.
+        let probe = faye_protocol::ClientId::from_random_bytes([0; 20]);
+        match tokio::time::timeout(within, self.engine().client_exists(&probe)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("engine unreachable: {e}")),
+            Err(_) => Err(format!("engine unreachable: no answer within {within:?}")),
+        }
     }
 
     /// Whether [`Server::shutdown`] was called.

@@ -39,6 +39,8 @@ pub struct Socket<E: Engine> {
     rebound: Notify,
     /// The connect held on this socket, cancelled when a newer one replaces it.
     held: Mutex<CancellationToken>,
+    /// Counts the socket in `faye_sockets` while it lives.
+    _open: crate::metrics::OpenSocket,
 }
 
 impl<E: Engine> Socket<E> {
@@ -53,7 +55,9 @@ impl<E: Engine> Socket<E> {
     }
 
     fn new(server: Server<E>, request: Option<Arc<RequestInfo>>, trusted: bool) -> Self {
+        let transport = request.as_ref().map_or("in-process", |r| r.transport);
         Self {
+            _open: crate::metrics::OpenSocket::start(transport),
             server,
             request,
             trusted,
@@ -159,11 +163,12 @@ impl<E: Engine> Socket<E> {
                             let request = self.request.as_deref();
                             let messages = self.server.outgoing_deliveries(messages, request).await;
                             if !messages.is_empty() {
+                                crate::metrics::delivered(messages.len());
                                 return Push::Messages(messages);
                             }
                         }
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(%client, error = %e, "could not read the queue"),
+                        Err(e) => tracing::warn!(client = client.log_tag(), error = %e, "could not read the queue"),
                     }
                 }
                 _ = conn.ended.cancelled() => {
