@@ -553,9 +553,12 @@ impl Inner {
             self.emit(event);
         }
         for id in fx.too_slow {
-            tracing::warn!(client = %id, "queue full: disconnecting a client too slow to keep up");
+            tracing::warn!(
+                client = id.log_tag(),
+                "queue full: disconnecting a client too slow to keep up"
+            );
             if let Err(e) = self.destroy(&id).await {
-                tracing::error!(client = %id, error = %e, "could not destroy a client");
+                tracing::error!(client = id.log_tag(), error = %e, "could not destroy a client");
             }
         }
         self.routed.send_replace(last);
@@ -683,7 +686,10 @@ impl Inner {
     /// ends, so that a Faye client handshakes again instead of silently missing
     /// messages.
     async fn history_lost(&self, client: &ClientId) -> Result<bool, EngineError> {
-        tracing::warn!(%client, "bus history expired before the client read it: ending its session");
+        tracing::warn!(
+            client = client.log_tag(),
+            "bus history expired before the client read it: ending its session"
+        );
         self.destroy(client).await?;
         Ok(false)
     }
@@ -1294,7 +1300,7 @@ impl Engine for RedisEngine {
                 // can only make a later takeover deliver some of them twice.
                 Err(e) => {
                     if !inner.unreachable() {
-                        tracing::warn!(%client, error = %e, "could not record a client's cursor");
+                        tracing::warn!(client = client.log_tag(), error = %e, "could not record a client's cursor");
                     }
                     return Ok(messages);
                 }
