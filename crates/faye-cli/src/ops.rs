@@ -76,6 +76,9 @@ async fn answer<E: Engine, B>(
         return res;
     }
     let (status, content_type, body) = if req.uri().path() == "/metrics" {
+        // The engine's totals are sampled now rather than kept up to date on
+        // every delivery.
+        metrics::engine_stats(faye.server().engine().stats());
         (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", handle.render())
     } else {
         (

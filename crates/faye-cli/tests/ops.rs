@@ -82,6 +82,10 @@ impl Node {
     }
 }
 
+/// Connects held now, of long-polling and of WebSocket clients.
+const HELD_LP: &str = "faye_connects_held{transport=\"long-polling\"}";
+const HELD_WS: &str = "faye_connects_held{transport=\"websocket\"}";
+
 async fn post(conn: &mut HttpConn, body: Value) -> Vec<Value> {
     let res = conn.call(&Request::post("/bayeux").json(&body)).await.expect("a reply");
     assert_eq!(res.status, 200, "{}", res.text());
@@ -168,6 +172,10 @@ async fn metrics_count_what_a_workload_did() {
         let bad = post(&mut publ, json!([{"channel": "/meta/subscribe", "clientId": b}])).await;
         assert!(bad[0]["error"].as_str().unwrap().starts_with("402:"), "{bad:?}");
     }
+    // Sampled from the engine at the scrape: two channels with a subscriber, and
+    // the N messages queued for it.
+    assert_eq!(node.metric("faye_channels").await, 2.0);
+    assert_eq!(node.metric("faye_queued_messages").await, N as f64);
     // The subscriber's connect takes its N messages.
     let got = within(QUICK, "the deliveries", post(&mut sub, connect(&a, 0))).await;
     assert_eq!(got.iter().filter(|m| m["channel"] == "/news").count(), N);
@@ -181,7 +189,9 @@ async fn metrics_count_what_a_workload_did() {
     assert_eq!(value("faye_messages_delivered_total"), Some(N as f64));
     assert_eq!(value("faye_errors_total{code=\"401\"}"), Some(1.0));
     assert_eq!(value("faye_errors_total{code=\"402\"}"), Some(2.0));
-    assert_eq!(value("faye_connects_held"), Some(0.0));
+    assert_eq!(value(HELD_LP).unwrap_or(0.0), 0.0);
+    assert_eq!(value("faye_queued_messages"), Some(0.0));
+    assert_eq!(value("faye_slow_consumers_dropped_total"), Some(0.0));
     // Every engine operation is timed.
     let engine_ops = |op: &str| {
         let name = format!("faye_engine_operation_seconds_count{{op=\"{op}\",outcome=\"ok\"}}");
@@ -203,7 +213,7 @@ async fn metrics_count_what_a_workload_did() {
         }
     });
     let start = Instant::now();
-    while node.metric("faye_connects_held").await != 1.0 {
+    while node.metric(HELD_LP).await != 1.0 {
         assert!(start.elapsed() < QUICK, "the held connect never showed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -212,7 +222,7 @@ async fn metrics_count_what_a_workload_did() {
     assert_eq!(got.iter().filter(|m| m["channel"] == "/sport/tennis").count(), 1);
     let scraped = node.scrape().await;
     let value = |name: &str| scraped.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
-    assert_eq!(value("faye_connects_held"), Some(0.0));
+    assert_eq!(value(HELD_LP), Some(0.0));
     assert_eq!(value("faye_messages_published_total"), Some(N as f64 + 2.0));
     assert_eq!(value("faye_messages_delivered_total"), Some(N as f64 + 1.0));
 
@@ -267,7 +277,7 @@ async fn sigterm_drains_within_the_bound() {
         }));
     }
     let start = Instant::now();
-    while node.metric("faye_connects_held").await < CLIENTS as f64 {
+    while node.metric(HELD_LP).await < CLIENTS as f64 {
         assert!(start.elapsed() < QUICK * 2, "the connects were never all held");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -361,10 +371,10 @@ async fn metrics_count_websocket_sockets_and_deliveries() {
     assert_eq!(node.metric(sockets).await, 1.0);
     assert_eq!(node.metric("faye_messages_delivered_total").await, 3.0);
     assert_eq!(node.metric("faye_messages_published_total").await, 3.0);
-    assert_eq!(node.metric("faye_connects_held").await, 1.0);
+    assert_eq!(node.metric(HELD_WS).await, 1.0);
     ws.close().await;
     let start = Instant::now();
-    while node.metric(sockets).await != 0.0 || node.metric("faye_connects_held").await != 0.0 {
+    while node.metric(sockets).await != 0.0 || node.metric(HELD_WS).await != 0.0 {
         assert!(start.elapsed() < QUICK, "the closed socket is still counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -547,5 +557,37 @@ async fn metrics_count_connections_and_bytes() {
     while node.metric("faye_http_connections").await != 0.0 {
         assert!(start.elapsed() < QUICK, "the closed connection is still counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A subscriber that never takes its messages is dropped when its queue is
+/// full, and counted.
+#[tokio::test]
+async fn metrics_count_slow_consumers_dropped() {
+    let node = Node::start(&["--max-queue", "3"]).await;
+    let mut sub = HttpConn::connect(node.addr).await.unwrap();
+    let mut publ = HttpConn::connect(node.addr).await.unwrap();
+    let a = handshake(&mut sub).await;
+    subscribe(&mut sub, &a, "/news").await;
+    let b = handshake(&mut publ).await;
+    assert_eq!(node.metric("faye_slow_consumers_dropped_total").await, 0.0);
+    for i in 0..5 {
+        post(&mut publ, json!([{"channel": "/news", "clientId": b, "data": i}])).await;
+    }
+    assert_eq!(node.metric("faye_slow_consumers_dropped_total").await, 1.0);
+    assert_eq!(node.metric("faye_sessions").await, 1.0, "the slow subscriber's session ended");
+}
+
+/// The Redis engine counts each reconnection after Redis was away.
+#[tokio::test]
+async fn metrics_count_redis_reconnects() {
+    let redis = faye_testkit::redis::RedisServer::start();
+    let node = Node::start(&["--engine", "redis", "--redis-url", &redis.url()]).await;
+    assert_eq!(node.metric("faye_redis_reconnects_total").await, 0.0);
+    redis.restart();
+    let start = Instant::now();
+    while node.metric("faye_redis_reconnects_total").await < 1.0 {
+        assert!(start.elapsed() < Duration::from_secs(15), "no reconnection counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

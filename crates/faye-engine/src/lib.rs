@@ -48,6 +48,28 @@ pub enum EngineEvent {
     Close(ClientId),
 }
 
+/// Totals an engine keeps for monitoring (`None` where it keeps none).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Channels and patterns with at least one subscriber (held by this process,
+    /// for an engine shared by several).
+    pub channels: Option<u64>,
+    /// Messages queued for clients and not yet taken.
+    pub queued: Option<u64>,
+}
+
+impl EngineStats {
+    /// Totals with both counts known.
+    pub fn new(channels: u64, queued: u64) -> Self {
+        Self { channels: Some(channels), queued: Some(queued) }
+    }
+}
+
+/// The counter an engine increments for each client it destroys because its
+/// queue was full (a consumer too slow to keep up), through the `metrics` facade.
+pub const SLOW_CONSUMERS_METRIC: &str = "faye_slow_consumers_dropped_total";
+
 /// What an engine calls back into. Implemented by the server's connection registry.
 pub trait EngineListener: Send + Sync + 'static {
     /// `client` has messages waiting in its queue. Called on the publish path, so it
@@ -182,6 +204,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug + 'static {
         client: &ClientId,
         request: Option<&str>,
     ) -> impl Future<Output = Result<Vec<EncodedMessage>, EngineError>> + Send;
+
+    /// Totals for monitoring; cheap enough to ask for on every metrics scrape
+    /// (a walk over the clients at most). The default keeps none.
+    fn stats(&self) -> EngineStats {
+        EngineStats::default()
+    }
 
     /// Stops timers and releases resources; the engine is not used afterwards.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;

@@ -7,8 +7,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::{
-    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, EngineEvent, Subscribed,
-    generate_client_id,
+    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, EngineEvent,
+    EngineStats, Subscribed, generate_client_id,
 };
 
 /// The in-memory engine.
@@ -317,6 +317,7 @@ impl Engine for MemoryEngine {
                 client = id.log_tag(),
                 "queue full: disconnecting a client too slow to keep up"
             );
+            metrics::counter!(crate::SLOW_CONSUMERS_METRIC).increment(1);
             self.inner.destroy(&id);
         }
         Ok(())
@@ -345,6 +346,12 @@ impl Engine for MemoryEngine {
                 taken
             })
             .unwrap_or_default())
+    }
+
+    fn stats(&self) -> EngineStats {
+        let queued: usize =
+            self.inner.clients.pin().values().map(|e| lock(&e.state).queue.len()).sum();
+        EngineStats::new(self.inner.channels.pin().len() as u64, queued as u64)
     }
 
     async fn shutdown(&self) {

@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use faye_engine::{
-    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, EngineEvent, Subscribed,
-    generate_client_id,
+    Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, EngineEvent,
+    EngineStats, Subscribed, generate_client_id,
 };
 use redis::{RedisError, Value};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -43,6 +43,10 @@ mod stream;
 use conn::{Conn, SentinelTarget, Target};
 use router::{Answered, Effects, Local, Router};
 use stream::{Entry, StreamId, field, tag};
+
+/// The counter the engine increments each time it reads the bus again after
+/// Redis was unreachable (a reconnection), through the `metrics` facade.
+pub const RECONNECTS_METRIC: &str = "faye_redis_reconnects_total";
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -557,6 +561,7 @@ impl Inner {
                 client = id.log_tag(),
                 "queue full: disconnecting a client too slow to keep up"
             );
+            metrics::counter!(faye_engine::SLOW_CONSUMERS_METRIC).increment(1);
             if let Err(e) = self.destroy(&id).await {
                 tracing::error!(client = id.log_tag(), error = %e, "could not destroy a client");
             }
@@ -885,6 +890,7 @@ async fn read_bus(inner: Weak<Inner>, mut conn: Conn, cancel: CancellationToken)
                     );
                     failures = 0;
                     engine.unreachable.store(false, Ordering::Relaxed);
+                    metrics::counter!(RECONNECTS_METRIC).increment(1);
                     unchecked = Some(outage_began);
                 }
                 if let Some(began) = unchecked {
@@ -1307,6 +1313,13 @@ impl Engine for RedisEngine {
             }
         }
         Err(EngineError::Backend("a client kept moving between nodes".into()))
+    }
+
+    /// Channels and queued messages of the clients this node holds.
+    fn stats(&self) -> EngineStats {
+        let router = self.inner.router();
+        let queued: usize = router.clients.values().map(|l| l.queue.len()).sum();
+        EngineStats::new(router.channels() as u64, queued as u64)
     }
 
     async fn shutdown(&self) {

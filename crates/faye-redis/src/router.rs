@@ -227,6 +227,11 @@ impl Router {
         }
     }
 
+    /// Channels and patterns some held client is subscribed to.
+    pub(crate) fn channels(&self) -> usize {
+        self.index.len()
+    }
+
     /// Registers a client this node now holds.
     pub(crate) fn insert(&mut self, client: ClientId, local: Local) {
         self.evict(&client);

@@ -412,7 +412,10 @@ impl<E: Engine> Server<E> {
                 let first = std::future::poll_fn(|cx| Poll::Ready(connect.as_mut().poll(cx)));
                 match first.await {
                     Poll::Ready(mut part) => replies.append(&mut part),
-                    Poll::Pending => held.push(metrics::Held::connect(connect)),
+                    Poll::Pending => {
+                        let transport = ctx.request.as_ref().map_or("in-process", |r| r.transport);
+                        held.push(metrics::Held::connect(connect, transport));
+                    }
                 }
                 drop(turn);
             } else {

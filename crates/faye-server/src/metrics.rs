@@ -38,6 +38,15 @@ pub const ENGINE_SECONDS: &str = "faye_engine_operation_seconds";
 /// Persistent sockets open now, by transport (`transport` label: `websocket`,
 /// `eventsource`, `in-process`; gauge).
 pub const SOCKETS: &str = "faye_sockets";
+/// Channels and patterns with at least one subscriber (on this node, with a
+/// shared engine), sampled from the engine at each scrape (gauge).
+pub const CHANNELS: &str = "faye_channels";
+/// Messages queued for clients and not yet taken, sampled from the engine at
+/// each scrape (gauge).
+pub const QUEUED: &str = "faye_queued_messages";
+/// Clients destroyed because their queue was full (counter; recorded by the
+/// engine).
+pub const SLOW_CONSUMERS: &str = faye_engine::SLOW_CONSUMERS_METRIC;
 
 /// Every metric the server records.
 pub const NAMES: &[&str] = &[
@@ -50,16 +59,19 @@ pub const NAMES: &[&str] = &[
     CONNECTS_HELD,
     BATCHES,
     SOCKETS,
+    CHANNELS,
+    QUEUED,
+    SLOW_CONSUMERS,
 ];
 
 /// Describes the metrics to the installed recorder (their `# HELP` lines), and
 /// registers each at zero so that it is exported before anything happens. Call
 /// it once, after installing the recorder and before serving.
 pub fn describe() {
-    for gauge in [SESSIONS, SUBSCRIPTIONS, CONNECTS_HELD] {
+    for gauge in [SESSIONS, SUBSCRIPTIONS, CHANNELS, QUEUED] {
         metrics::gauge!(gauge).increment(0.0);
     }
-    for counter in [HANDSHAKES, PUBLISHED, DELIVERED, BATCHES] {
+    for counter in [HANDSHAKES, PUBLISHED, DELIVERED, BATCHES, SLOW_CONSUMERS] {
         metrics::counter!(counter).increment(0);
     }
     metrics::describe_gauge!(SESSIONS, "Live sessions (clients) this process knows of");
@@ -71,7 +83,10 @@ pub fn describe() {
     metrics::describe_counter!(PUBLISHED, "Messages published and accepted");
     metrics::describe_counter!(DELIVERED, "Messages delivered, once per recipient");
     metrics::describe_counter!(ERRORS, "Replies with a Bayeux error, by code");
-    metrics::describe_gauge!(CONNECTS_HELD, "/meta/connect requests held open now");
+    metrics::describe_gauge!(CONNECTS_HELD, "/meta/connect requests held open now, by transport");
+    metrics::describe_gauge!(CHANNELS, "Channels and patterns with subscribers");
+    metrics::describe_gauge!(QUEUED, "Messages queued for clients, not yet taken");
+    metrics::describe_counter!(SLOW_CONSUMERS, "Clients dropped because their queue was full");
     metrics::describe_counter!(BATCHES, "Request batches processed");
     metrics::describe_gauge!(SOCKETS, "Persistent sockets (WebSocket, EventSource) open now");
     metrics::describe_histogram!(
@@ -92,6 +107,17 @@ pub(crate) fn engine_event(event: &EngineEvent, clients: usize) {
         EngineEvent::Subscribe(..) => metrics::gauge!(SUBSCRIPTIONS).increment(1.0),
         EngineEvent::Unsubscribe(..) => metrics::gauge!(SUBSCRIPTIONS).decrement(1.0),
         _ => {}
+    }
+}
+
+/// Sets the gauges sampled from the engine ([`Engine::stats`]); call it before
+/// rendering a scrape.
+pub fn engine_stats(stats: faye_engine::EngineStats) {
+    if let Some(channels) = stats.channels {
+        metrics::gauge!(CHANNELS).set(channels as f64);
+    }
+    if let Some(queued) = stats.queued {
+        metrics::gauge!(QUEUED).set(queued as f64);
     }
 }
 
@@ -139,19 +165,20 @@ pub(crate) fn replies(replies: &[Reply]) {
 /// counted in [`CONNECTS_HELD`] while it lives.
 pub(crate) struct Held<F> {
     inner: F,
-    connect: bool,
+    /// The transport of a held connect.
+    connect: Option<&'static str>,
 }
 
 impl<F> Held<F> {
-    /// A held `/meta/connect`.
-    pub(crate) fn connect(inner: F) -> Self {
-        metrics::gauge!(CONNECTS_HELD).increment(1.0);
-        Self { inner, connect: true }
+    /// A held `/meta/connect`, by its batch's transport.
+    pub(crate) fn connect(inner: F, transport: &'static str) -> Self {
+        metrics::gauge!(CONNECTS_HELD, "transport" => transport).increment(1.0);
+        Self { inner, connect: Some(transport) }
     }
 
     /// Another message (a publish in the engine's line).
     pub(crate) fn other(inner: F) -> Self {
-        Self { inner, connect: false }
+        Self { inner, connect: None }
     }
 }
 
@@ -165,8 +192,8 @@ impl<F: Future + Unpin> Future for Held<F> {
 
 impl<F> Drop for Held<F> {
     fn drop(&mut self) {
-        if self.connect {
-            metrics::gauge!(CONNECTS_HELD).decrement(1.0);
+        if let Some(transport) = self.connect {
+            metrics::gauge!(CONNECTS_HELD, "transport" => transport).decrement(1.0);
         }
     }
 }
@@ -221,6 +248,10 @@ async fn timed<T>(
 impl<E: Engine> Engine for Metered<E> {
     fn start(&self, ctx: EngineContext) {
         self.0.start(ctx);
+    }
+
+    fn stats(&self) -> faye_engine::EngineStats {
+        self.0.stats()
     }
 
     async fn create_client(&self) -> Result<ClientId, EngineError> {
