@@ -84,6 +84,12 @@ async fn json_logs_are_json_lines_without_client_ids() {
         .unwrap_or_else(|| panic!("no queue-full warning in {stderr}"));
     assert_eq!(full["level"], "WARN");
     assert_eq!(full["fields"]["client"], ids[0][..6]);
+    // Within the batch that caused it: the publisher's request, by its fields.
+    let batch = &full["spans"][0];
+    assert_eq!(batch["name"], "batch", "{full}");
+    assert_eq!(batch["transport"], "long-polling", "{full}");
+    assert_eq!(batch["client"], ids[1][..6], "{full}");
+    assert!(batch["remote"].as_str().is_some_and(|r| r.starts_with("127.0.0.1:")), "{full}");
     for id in &ids {
         assert!(!stderr.contains(id.as_str()), "client id {id} in the logs:\n{stderr}");
     }

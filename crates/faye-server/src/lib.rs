@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use faye_engine::{Engine, EngineContext, Limits};
+use faye_engine::{ClientId, Engine, EngineContext, Limits};
 use faye_protocol::{BatchItem, EncodedMessage, Message, MetaChannel};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -399,7 +399,27 @@ impl<E: Engine> Server<E> {
     /// before the next starts; a publish once the engine has it in line (see
     /// [`Engine::publish`]) and a `/meta/connect` once it holds, both then
     /// completing alongside.
+    ///
+    /// Logged within a `batch` span naming the transport, the peer's address and
+    /// the client (by its tag, [`ClientId::log_tag`]) of the batch's first message.
     pub async fn process(&self, messages: Vec<Message>, ctx: &Context<'_, E>) -> Vec<Reply> {
+        use tracing::Instrument as _;
+        let request = ctx.request.as_deref();
+        let client =
+            messages.first().and_then(|m| m.client_id.as_deref()).and_then(ClientId::parse);
+        let span = tracing::info_span!(
+            "batch",
+            transport = request.map_or("in-process", |r| r.transport),
+            remote = tracing::field::Empty,
+            client = client.as_ref().map(ClientId::log_tag),
+        );
+        if let Some(remote) = request.and_then(|r| r.remote_addr) {
+            span.record("remote", tracing::field::display(remote));
+        }
+        self.process_batch(messages, ctx).instrument(span).await
+    }
+
+    async fn process_batch(&self, messages: Vec<Message>, ctx: &Context<'_, E>) -> Vec<Reply> {
         let mut held = FuturesUnordered::new();
         let mut replies = Vec::new();
         for msg in messages {
