@@ -12,8 +12,9 @@
 //! may never come: a client extension dropped it, or it was sent to another
 //! server).
 //!
-//! "Applied" is when a message has had its effect: a publish is in the engine, a
-//! subscription exists. A `/meta/connect` never waits and counts as applied once it
+//! "Applied" is when a message has had its effect, or its effect has its place: a
+//! publish is in the engine or in its line (`Engine::publish`), a subscription
+//! exists. A `/meta/connect` never waits and counts as applied once it
 //! has started, so a held connect never holds up the messages after it. Messages
 //! without a numeric id, and clients this server did not handshake, are not
 //! ordered.
