@@ -293,15 +293,12 @@ impl<E: Engine> Server<E> {
             }
             // The client has a live socket (an EventSource stream, or a WebSocket):
             // its messages go down the socket, which an HTTP connect must not take
-            // over. The connect only pings, as in Faye. (The browser client sends a
-            // long-polling connect right after opening its EventSource stream.)
-            None if self.shared.registry.has_socket(&client) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(hold) => {}
-                    _ = self.shared.registry.shutdown.cancelled() => {}
-                }
-                Vec::new()
-            }
+            // over. The connect only pings, and is answered at once: a Faye
+            // browser client sends long-polling connects until it has switched to
+            // the socket it just opened (its transport is chosen asynchronously),
+            // and holding one would keep it off the socket for the whole timeout
+            // (Faye holds it).
+            None if self.shared.registry.has_socket(&client) => Vec::new(),
             None => {
                 // The connect's id says whether the client is asking again for an
                 // answer it did not get (see `Engine::take_queue`).
