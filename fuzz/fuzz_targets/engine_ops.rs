@@ -204,7 +204,7 @@ async fn run(ops: Vec<Op>) {
             Op::Take(c) => {
                 let Some(id) = pick(&ids, c) else { continue };
                 let got: Vec<String> = engine
-                    .take_queue(&id)
+                    .take_queue(&id, None)
                     .await
                     .unwrap()
                     .iter()
@@ -231,7 +231,7 @@ async fn run(ops: Vec<Op>) {
 
     // Whatever is left queued is still exactly what the model holds.
     for id in &ids {
-        let got = engine.take_queue(id).await.unwrap();
+        let got = engine.take_queue(id, None).await.unwrap();
         let want = model.clients.get(id).map_or(0, |c| c.queue.len());
         assert_eq!(got.len(), want, "final queue of {id}");
     }
