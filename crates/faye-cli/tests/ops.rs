@@ -2,14 +2,15 @@
 //! workload, and a graceful drain on SIGTERM.
 
 use std::net::SocketAddr;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use faye_testkit::http::{HttpConn, Request, Response, fetch};
+use faye_testkit::server::serve_command;
 use faye_testkit::{QUICK, within};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// A `faye serve` child with a metrics listener.
 struct Node {
@@ -25,18 +26,8 @@ fn addr_in(line: &str) -> SocketAddr {
 
 impl Node {
     async fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_faye"))
-            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        let mut child = serve_command(env!("CARGO_BIN_EXE_faye"), args)
             .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("FAYE_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .kill_on_drop(true)
             .spawn()
             .expect("spawn faye");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

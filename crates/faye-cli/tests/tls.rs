@@ -4,10 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use faye_testkit::server::serve_command;
 use faye_testkit::{QUICK, within};
 use futures_util::{SinkExt as _, StreamExt as _};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_rustls::client::TlsStream;
 
 struct Ca {
@@ -60,19 +60,11 @@ fn replace(path: &Path, text: &str, mtime: Option<std::time::SystemTime>) {
 }
 
 async fn start(cert: &Path, key: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faye"))
-        .args(["serve", "--host", "127.0.0.1", "--port", "0", "--tls-cert"])
+    let mut child = serve_command(env!("CARGO_BIN_EXE_faye"), &[])
+        .arg("--tls-cert")
         .arg(cert)
         .arg("--tls-key")
         .arg(key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("FAYE_TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn faye");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

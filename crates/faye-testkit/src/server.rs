@@ -39,6 +39,25 @@ pub async fn serve_until<E: Engine>(
     addr
 }
 
+/// `bin serve --host 127.0.0.1 --port 0 ARGS…`, ready to spawn: stdout piped
+/// (the server prints where it listens there), stderr discarded unless
+/// `FAYE_TEST_LOG` is set, killed when dropped. For tests that drive the process
+/// themselves (signals, other first lines); [`FayeProcess`] does the rest.
+pub fn serve_command(bin: impl AsRef<OsStr>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("FAYE_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true);
+    cmd
+}
+
 /// A `faye serve` child process on a free port, killed when dropped.
 ///
 /// Its stderr is discarded unless `FAYE_TEST_LOG` is set in the environment.
@@ -57,18 +76,7 @@ impl FayeProcess {
     /// Runs `bin serve --host 127.0.0.1 --port 0 ARGS…` and waits (up to 20 s)
     /// for the line saying where it listens.
     pub async fn serve(bin: impl AsRef<OsStr>, args: &[&str]) -> Self {
-        let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--host", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("FAYE_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn the faye binary");
+        let mut child = serve_command(bin, args).spawn().expect("spawn the faye binary");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
         within(Duration::from_secs(20), "the listening line", async {
