@@ -20,6 +20,15 @@ pub(crate) enum EngineKind {
     Redis,
 }
 
+/// How the Redis engine lays out its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RedisLayout {
+    /// faye-rs's own: a stream of publishes, lossless when clients move.
+    Native,
+    /// Node Faye's faye-redis 0.2.0 keys, to run beside Node Faye servers.
+    FayeRedis,
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -148,6 +157,7 @@ macro_rules! enum_value {
 }
 enum_value!(EngineKind, "\"memory\" or \"redis\"");
 enum_value!(LogFormat, "\"text\" or \"json\"");
+enum_value!(RedisLayout, "\"native\" or \"faye-redis\"");
 
 /// Declares the settings once: the struct, its defaults, the file's keys (in
 /// `faye config`'s order, top-level keys first) and their documentation.
@@ -283,7 +293,11 @@ settings! {
     /// A CA certificate (PEM) to check the Redis server's TLS certificate against.
     ["redis"] ca_cert: Option<PathBuf> = None, example "\"/etc/faye/redis-ca.pem\"";
     /// Prefix of the engine's Redis keys; every node of one service uses the same.
-    ["redis"] namespace: String = "faye".into(), example "";
+    /// Default "faye"; with layout "faye-redis", empty (faye-redis's default).
+    ["redis"] namespace: Option<String> = None, example "\"faye\"";
+    /// "native", or "faye-redis": Node Faye's faye-redis 0.2.0 keys, so that
+    /// faye serve nodes and Node Faye servers share one Redis (a rolling migration).
+    ["redis"] layout: RedisLayout = RedisLayout::Native, example "";
     /// Certificate chain (PEM) for TLS termination; with key, the server speaks
     /// HTTPS (HTTP/1.1 and HTTP/2 by ALPN). Reloaded on SIGHUP or when it changes.
     ["tls"] cert: Option<PathBuf> = None, example "\"/etc/faye/cert.pem\"";

@@ -9,14 +9,14 @@ use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 use faye_engine::{Engine, MemoryEngine};
 use faye_http::{FayeOptions, FayeService, ServeOptions};
-use faye_redis::{RedisConfig, RedisEngine};
+use faye_redis::{FayeRedisEngine, RedisConfig, RedisEngine};
 use faye_server::{Server, ServerOptions};
 use tracing_subscriber::EnvFilter;
 
 mod config;
 mod ops;
 mod tls;
-use config::{EngineKind, LogFormat, Settings};
+use config::{EngineKind, LogFormat, RedisLayout, Settings};
 
 #[derive(Parser)]
 #[command(name = "faye", version, about = "A Faye-compatible Bayeux pub/sub server")]
@@ -144,10 +144,15 @@ struct ServeArgs {
     /// against, instead of the system's roots (with rediss:// URLs).
     #[arg(long, env = "FAYE_REDIS_CA_CERT", value_name = "FILE")]
     redis_ca_cert: Option<PathBuf>,
-    /// Prefix of the engine's Redis keys (default faye); every node of one service
-    /// uses the same.
+    /// Prefix of the engine's Redis keys (default faye; with --redis-layout
+    /// faye-redis, empty, as faye-redis's); every node of one service uses the same.
     #[arg(long, env = "FAYE_REDIS_NAMESPACE")]
     redis_namespace: Option<String>,
+    /// How the Redis engine lays out its data (default native). faye-redis: the
+    /// keys of Node Faye's faye-redis 0.2.0, so that faye serve nodes join Node
+    /// Faye servers on one Redis (a rolling migration; one Redis server only).
+    #[arg(long, env = "FAYE_REDIS_LAYOUT", value_enum)]
+    redis_layout: Option<RedisLayout>,
     /// Seconds a graceful stop (SIGTERM, Ctrl-C) may take (default 10): the server
     /// stops accepting, /readyz answers 503, held connects are answered at once,
     /// in-flight requests get the rest. A second signal stops at once.
@@ -196,14 +201,14 @@ impl ServeArgs {
             max_clients => max_clients, max_handshakes_per_request => max_handshakes_per_request,
             max_batch => max_batch, order_wait => order_wait, write_timeout => write_timeout,
             http2 => http2, websocket_deflate => websocket_deflate, engine => engine,
-            redis_url => url, redis_cluster => cluster, redis_namespace => namespace,
+            redis_url => url, redis_cluster => cluster, redis_layout => layout,
             drain_timeout => drain_timeout, log_format => format,
         );
         over_some!(
             ping => ping, client_js => client_js, allowed_origins => allowed_origins,
             max_publishes_per_second => max_publishes_per_second,
             max_publish_bytes_per_second => max_publish_bytes_per_second,
-            redis_ca_cert => ca_cert, metrics_addr => addr, tls_cert => cert, tls_key => key,
+            redis_ca_cert => ca_cert, redis_namespace => namespace, metrics_addr => addr, tls_cert => cert, tls_key => key,
         );
         Ok(s)
     }
@@ -282,10 +287,23 @@ async fn serve(args: Settings) -> anyhow::Result<()> {
         EngineKind::Memory => metered(MemoryEngine::new(), "memory", args).await,
         EngineKind::Redis => {
             let config = redis_config(&args)?;
-            let engine =
-                RedisEngine::connect(config).await.context("cannot start the Redis engine")?;
-            tracing::info!(node = engine.node(), namespace = %args.namespace, "connected to Redis");
-            metered(engine, "redis", args).await
+            let namespace = redis_namespace(&args);
+            match args.layout {
+                RedisLayout::Native => {
+                    let engine = RedisEngine::connect(config)
+                        .await
+                        .context("cannot start the Redis engine")?;
+                    tracing::info!(node = engine.node(), namespace, "connected to Redis");
+                    metered(engine, "redis", args).await
+                }
+                RedisLayout::FayeRedis => {
+                    let engine = FayeRedisEngine::connect(config)
+                        .await
+                        .context("cannot start the Redis engine (layout faye-redis)")?;
+                    tracing::info!(namespace, "connected to Redis, in faye-redis's layout");
+                    metered(engine, "redis", args).await
+                }
+            }
         }
     }
 }
@@ -330,7 +348,16 @@ fn redis_config(args: &Settings) -> anyhow::Result<RedisConfig> {
             .ca_cert_file(path)
             .with_context(|| format!("cannot read --redis-ca-cert {}", path.display()))?;
     }
-    Ok(config.namespace(args.namespace.clone()))
+    Ok(config.namespace(redis_namespace(args)))
+}
+
+/// `--redis-namespace`, or the layout's default: faye-redis's is empty.
+fn redis_namespace(args: &Settings) -> String {
+    match (&args.namespace, args.layout) {
+        (Some(namespace), _) => namespace.clone(),
+        (None, RedisLayout::Native) => "faye".into(),
+        (None, RedisLayout::FayeRedis) => String::new(),
+    }
 }
 
 /// `Server` is generic over its engine: the engine is picked here, at start-up.

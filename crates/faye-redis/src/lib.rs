@@ -36,9 +36,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 mod conn;
+mod faye_layout;
 mod router;
 mod scripts;
 mod stream;
+
+pub use faye_layout::FayeRedisEngine;
 
 use conn::{Conn, SentinelTarget, Target};
 use router::{Answered, Effects, Local, Router};
@@ -67,6 +70,9 @@ pub enum Error {
     /// The namespace is empty or holds a brace (braces delimit hash tags).
     #[error("invalid namespace {0:?}: it must be non-empty and must not contain braces")]
     Namespace(String),
+    /// The faye-redis layout ([`FayeRedisEngine`]) cannot run on this topology.
+    #[error("the faye-redis layout cannot run on {0}")]
+    Unsupported(&'static str),
 }
 
 /// How to reach Redis and how to lay out the engine's keys.

@@ -9,19 +9,19 @@ use faye_engine::testing::Recorder;
 use faye_engine::{
     Channel, ClientId, EncodedMessage, Engine, EngineContext, EngineError, Limits, Subscribed,
 };
-use faye_redis::{RedisConfig, RedisEngine};
+use faye_redis::{FayeRedisEngine, RedisConfig, RedisEngine};
 use faye_testkit::redis::RedisServer;
 
 /// A Redis engine that owns the redis-server it runs on (or the servers: a
 /// Sentinel set-up, a Cluster), so the servers live as long as the test's engine
 /// and are killed with it.
 #[derive(Debug)]
-pub struct TestEngine<S = RedisServer> {
-    pub engine: RedisEngine,
+pub struct TestEngine<S = RedisServer, E = RedisEngine> {
+    pub engine: E,
     pub server: Arc<S>,
 }
 
-impl<S> Clone for TestEngine<S> {
+impl<S, E: Clone> Clone for TestEngine<S, E> {
     fn clone(&self) -> Self {
         Self { engine: self.engine.clone(), server: self.server.clone() }
     }
@@ -58,7 +58,30 @@ impl TestEngine {
     }
 }
 
-impl<S: std::fmt::Debug + Send + Sync + 'static> Engine for TestEngine<S> {
+/// The faye-redis layout's engine ([`FayeRedisEngine`]) on a throwaway redis-server.
+pub type FayeLayout = TestEngine<RedisServer, FayeRedisEngine>;
+
+impl FayeLayout {
+    /// A fresh redis-server and an engine in the faye-redis layout on it.
+    pub async fn fresh_layout() -> Self {
+        Self::layout_on(Arc::new(RedisServer::start())).await
+    }
+
+    /// Another node in the faye-redis layout on the same redis-server, with
+    /// faye-redis's default (empty) namespace.
+    pub async fn layout_on(server: Arc<RedisServer>) -> Self {
+        let config = RedisConfig::new(server.url()).namespace("");
+        let engine =
+            FayeRedisEngine::connect(config).await.expect("connect to the test redis-server");
+        Self { engine, server }
+    }
+}
+
+impl<S, E> Engine for TestEngine<S, E>
+where
+    S: std::fmt::Debug + Send + Sync + 'static,
+    E: Engine,
+{
     fn start(&self, ctx: EngineContext) {
         self.engine.start(ctx);
     }
