@@ -3,91 +3,14 @@
 // is published on another, and a long-polling client whose every poll lands on
 // a different node loses nothing and gets each publisher's messages in order.
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 import {
-  bounded, makeClient, sleep, startRedis, startServer, waitFor,
+  bounded, makeClient, sleep, startProxy, startRedis, startServer, waitFor,
 } from './helpers.mjs';
 
 const NODES = 3;
 // How long we keep listening to be sure nothing more (a duplicate) arrives.
 const QUIET_MS = 500;
-
-// An HTTP proxy in front of `targets` (Bayeux endpoint URLs), so that a Faye
-// client, which always talks to one URL, really moves between nodes.
-// `route(isConnect)` picks the target of each request (by index); a request
-// whose target fails is answered 502, as a load balancer would, after
-// `failed(index)` is called. No keep-alive on either side, so no connection
-// ties a client to a node. It records, per target, the /meta/connect requests
-// it forwarded and the deliveries (messages with `data`) their responses
-// carried.
-function startProxy(targets, { route, failed = () => {} }) {
-  const log = {
-    connects: [], // target index of each /meta/connect request, in order
-    deliveries: targets.map(() => 0),
-  };
-  const server = http.createServer((request, response) => {
-    const chunks = [];
-    request.on('data', (chunk) => chunks.push(chunk));
-    request.on('end', () => {
-      const body = Buffer.concat(chunks);
-      let isConnect = false;
-      try {
-        isConnect = [].concat(JSON.parse(body)).some((m) => m?.channel === '/meta/connect');
-      } catch { /* not JSON: forwarded as is, as an `other` request */ }
-      const index = route(isConnect);
-      if (isConnect) log.connects.push(index);
-      const target = new URL(targets[index]);
-      let answered = false;
-      const fail = (error) => {
-        if (answered) return;
-        answered = true;
-        failed(index);
-        response.writeHead(502, { connection: 'close' });
-        response.end(`proxy: ${error.message}`);
-      };
-      const upstream = http.request({
-        host: target.hostname,
-        port: target.port,
-        method: request.method,
-        path: request.url,
-        headers: { ...request.headers, host: target.host, connection: 'close' },
-        agent: false,
-      }, (reply) => {
-        const replyChunks = [];
-        reply.on('data', (chunk) => replyChunks.push(chunk));
-        reply.on('error', fail); // the node died half-way through its answer
-        reply.on('end', () => {
-          if (answered || !reply.complete) return fail(new Error('truncated answer'));
-          answered = true;
-          const replyBody = Buffer.concat(replyChunks);
-          try {
-            log.deliveries[index] += [].concat(JSON.parse(replyBody))
-              .filter((m) => m && m.data !== undefined && !m.channel.startsWith('/meta/')).length;
-          } catch { /* not JSON: nothing delivered */ }
-          const headers = { ...reply.headers, connection: 'close' };
-          delete headers['transfer-encoding'];
-          headers['content-length'] = String(replyBody.length);
-          response.writeHead(reply.statusCode, headers);
-          response.end(replyBody);
-        });
-      });
-      upstream.on('error', fail);
-      upstream.end(body);
-    });
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve({
-      url: `http://127.0.0.1:${server.address().port}${new URL(targets[0]).pathname}`,
-      log,
-      close: () => new Promise((done) => {
-        server.closeAllConnections();
-        server.close(() => done());
-      }),
-    }));
-  });
-}
 
 // Requests carrying a /meta/connect go to the targets in turn, on their own
 // counter, so consecutive polls always land on different nodes; other requests

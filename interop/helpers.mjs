@@ -297,6 +297,114 @@ export function makeClient(url, transport, options = {}) {
   };
 }
 
+// An HTTP proxy in front of `targets` (Bayeux endpoint URLs), so that a Faye
+// client, which always talks to one URL, really moves between nodes.
+// `route(isConnect)` picks the target of each request (by index); a request
+// whose target fails is answered 502, as a load balancer would, after
+// `failed(index)` is called. No keep-alive on either side, so no connection
+// ties a client to a node. It records, per target, the /meta/connect requests
+// it forwarded and the deliveries (messages with `data`) their responses
+// carried. WebSocket upgrades are routed too (`route(false)`), and piped to the
+// target as they are; `log.upgrades` counts them per target. `targets` is read
+// at each request: a test may replace one (a node swapped behind the balancer).
+export function startProxy(targets, { route, failed = () => {} }) {
+  const log = {
+    connects: [], // target index of each /meta/connect request, in order
+    deliveries: targets.map(() => 0),
+    upgrades: targets.map(() => 0),
+  };
+  const tunnels = new Set();
+  const server = http.createServer((request, response) => {
+    const chunks = [];
+    request.on('data', (chunk) => chunks.push(chunk));
+    request.on('end', () => {
+      const body = Buffer.concat(chunks);
+      let isConnect = false;
+      try {
+        isConnect = [].concat(JSON.parse(body)).some((m) => m?.channel === '/meta/connect');
+      } catch { /* not JSON: forwarded as is, as an `other` request */ }
+      const index = route(isConnect);
+      if (isConnect) log.connects.push(index);
+      const target = new URL(targets[index]);
+      let answered = false;
+      const fail = (error) => {
+        if (answered) return;
+        answered = true;
+        failed(index);
+        response.writeHead(502, { connection: 'close' });
+        response.end(`proxy: ${error.message}`);
+      };
+      const upstream = http.request({
+        host: target.hostname,
+        port: target.port,
+        method: request.method,
+        path: request.url,
+        headers: { ...request.headers, host: target.host, connection: 'close' },
+        agent: false,
+      }, (reply) => {
+        const replyChunks = [];
+        reply.on('data', (chunk) => replyChunks.push(chunk));
+        reply.on('error', fail); // the node died half-way through its answer
+        reply.on('end', () => {
+          if (answered || !reply.complete) return fail(new Error('truncated answer'));
+          answered = true;
+          const replyBody = Buffer.concat(replyChunks);
+          try {
+            log.deliveries[index] += [].concat(JSON.parse(replyBody))
+              .filter((m) => m && m.data !== undefined && !m.channel.startsWith('/meta/')).length;
+          } catch { /* not JSON: nothing delivered */ }
+          const headers = { ...reply.headers, connection: 'close' };
+          delete headers['transfer-encoding'];
+          headers['content-length'] = String(replyBody.length);
+          response.writeHead(reply.statusCode, headers);
+          response.end(replyBody);
+        });
+      });
+      upstream.on('error', fail);
+      upstream.end(body);
+    });
+  });
+  server.on('upgrade', (request, socket, head) => {
+    const index = route(false);
+    log.upgrades[index] += 1;
+    const target = new URL(targets[index]);
+    const upstream = net.connect(Number(target.port), target.hostname);
+    const close = () => {
+      socket.destroy();
+      upstream.destroy();
+      tunnels.delete(close);
+    };
+    tunnels.add(close);
+    upstream.on('connect', () => {
+      const lines = [`${request.method} ${request.url} HTTP/1.1`];
+      for (let i = 0; i < request.rawHeaders.length; i += 2) {
+        const name = request.rawHeaders[i];
+        lines.push(`${name}: ${name.toLowerCase() === 'host' ? target.host : request.rawHeaders[i + 1]}`);
+      }
+      upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (head.length) upstream.write(head);
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    upstream.on('error', () => { failed(index); close(); });
+    socket.on('error', close);
+    upstream.on('close', close);
+    socket.on('close', close);
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve({
+      url: `http://127.0.0.1:${server.address().port}${new URL(targets[0]).pathname}`,
+      log,
+      close: () => new Promise((done) => {
+        for (const closeTunnel of [...tunnels]) closeTunnel();
+        server.closeAllConnections();
+        server.close(() => done());
+      }),
+    }));
+  });
+}
+
 // POSTs a raw Bayeux message batch as JSON; resolves { status, body }.
 export async function postBayeux(url, messages) {
   const response = await fetch(url, {
@@ -306,4 +414,18 @@ export async function postBayeux(url, messages) {
     signal: AbortSignal.timeout(5000),
   });
   return { status: response.status, body: await response.json() };
+}
+
+const NODE_LISTENING = /^faye-node listening on (http:\/\/127\.0\.0\.1:(\d+)\/\S*)$/;
+
+// Starts Node Faye 1.4.3 (node-faye-server.mjs) with the server timeout
+// `timeout`; with `redisPort`, on faye-redis 0.2.0 with faye-redis's default
+// (empty) namespace, collecting every `gc` seconds. Resolves { url, port,
+// proc, stderr(), stop() }, as startServer does.
+export async function startNodeFaye({ timeout = SERVER_TIMEOUT, redisPort, gc = 60 } = {}) {
+  const args = [path.resolve(here, 'node-faye-server.mjs'), '--timeout', String(timeout)];
+  if (redisPort) args.push('--redis-port', String(redisPort), '--gc', String(gc));
+  const server = await spawnUntilLine({ bin: process.execPath, args, pattern: NODE_LISTENING });
+  const [, url, port] = server.match;
+  return { ...server, url, port: Number(port) };
 }

@@ -10,6 +10,11 @@
 #   cluster.test.mjs  three `faye serve --engine redis` nodes on a throwaway
 #                     redis-server: delivery across nodes, and a long-polling
 #                     client moved between nodes on every poll loses nothing
+#   migration.test.mjs  Node Faye 1.4.3 servers on faye-redis 0.2.0 and
+#                     `faye serve --redis-layout faye-redis` nodes on one Redis:
+#                     delivery and wildcards across the kinds, sessions moving
+#                     between them, a rolling migration behind a load balancer,
+#                     and expired clients collected by the other kind
 #   tls.test.mjs      the Node client over TLS (`--tls-cert`, `--tls-key`) with
 #                     the test's own CA, WebSocket and long-polling, and a
 #                     certificate replaced on disk served to new connections
@@ -29,4 +34,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
 node --test --test-reporter=spec faye.test.mjs order.test.mjs deflate.test.mjs browser.test.mjs \
-    cluster.test.mjs tls.test.mjs
+    cluster.test.mjs migration.test.mjs tls.test.mjs
