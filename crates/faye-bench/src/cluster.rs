@@ -116,6 +116,7 @@ pub(crate) async fn run(
     }
 
     plan.target = Target::parse(&nodes[0].url)?;
+    plan.publish_target = plan.target.clone();
     plan.channel_root = Some(root);
     let (published, begin_ns) = scenario::publish_probes(plan, clients as u64, c.probes).await?;
     ensure!(published == c.probes, "published {published} of {} probes", c.probes);

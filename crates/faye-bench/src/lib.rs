@@ -107,6 +107,10 @@ pub struct Args {
     /// The server's Bayeux endpoint; loopback addresses only.
     #[arg(long, default_value = "http://127.0.0.1:8000/bayeux")]
     pub url: String,
+    /// Publish through this endpoint instead of `--url` (another node of a
+    /// cluster: the subscribers stay on `--url`); loopback addresses only.
+    #[arg(long)]
+    pub publish_url: Option<String>,
     /// Subscribers' transport.
     #[arg(long, value_enum, default_value_t = Transport::Websocket)]
     pub transport: Transport,
@@ -289,7 +293,11 @@ pub struct MarkdownArgs {
     /// `markdown::REDIS_SCENARIOS`) instead of the main one.
     #[arg(long)]
     pub redis: bool,
-    /// `redis-server --version` (with `--redis`).
+    /// Write the mixed-cluster section (`mixed-*.json` reports, see
+    /// `markdown::MIXED_SCENARIOS`) instead of the main one.
+    #[arg(long, conflicts_with = "redis")]
+    pub mixed: bool,
+    /// `redis-server --version` (with `--redis` or `--mixed`).
     #[arg(long, default_value = "")]
     pub redis_version: String,
 }
@@ -348,7 +356,9 @@ fn plot(p: PlotArgs) -> anyhow::Result<()> {
 }
 
 fn write_markdown(m: MarkdownArgs) -> anyhow::Result<()> {
-    let results = if m.redis {
+    let results = if m.mixed {
+        markdown::Results::load_mixed(&m.results)?
+    } else if m.redis {
         markdown::Results::load_redis(&m.results)?
     } else {
         markdown::Results::load(&m.results)?
@@ -365,7 +375,13 @@ fn write_markdown(m: MarkdownArgs) -> anyhow::Result<()> {
         redis_version: m.redis_version,
     };
     let machine = markdown::Machine::this();
-    let (generated, begin, end) = if m.redis {
+    let (generated, begin, end) = if m.mixed {
+        (
+            markdown::generate_mixed(&results, &run, &machine)?,
+            markdown::BEGIN_MIXED,
+            markdown::END_MIXED,
+        )
+    } else if m.redis {
         (
             markdown::generate_redis(&results, &run, &machine)?,
             markdown::BEGIN_REDIS,
@@ -393,6 +409,10 @@ fn open_files_limit() -> Option<usize> {
 /// Runs one benchmark and returns its report (also writing the SVG if asked).
 pub async fn run(args: Args) -> anyhow::Result<Report> {
     let target = wire::Target::parse(&args.url)?;
+    let publish_target = match &args.publish_url {
+        Some(url) => wire::Target::parse(url)?,
+        None => target.clone(),
+    };
     let scenario = args.scenario;
     let ramp = args.ramp || scenario == Scenario::Rooms;
     let chat_like = matches!(scenario, Scenario::Chat | Scenario::Rooms);
@@ -455,6 +475,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     });
     let plan = scenario::Plan {
         target,
+        publish_target,
         transport: args.transport,
         clients,
         rooms,

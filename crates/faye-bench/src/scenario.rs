@@ -43,6 +43,9 @@ impl Rng {
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub(crate) target: Target,
+    /// Where the publishers connect: `target` unless publishing through
+    /// another node (`--publish-url`).
+    pub(crate) publish_target: Target,
     pub(crate) transport: Transport,
     pub(crate) clients: usize,
     pub(crate) rooms: usize,
@@ -382,7 +385,7 @@ async fn publish(
     for k in 0..plan.publishers {
         let job = PublishJob {
             k,
-            target: plan.target.clone(),
+            target: plan.publish_target.clone(),
             shared: shared.clone(),
             members: members.clone(),
             live_rooms: live_rooms.clone(),
@@ -988,6 +991,7 @@ mod tests {
     fn schedule_follows_the_rate() {
         let plan = Plan {
             target: Target::parse("http://127.0.0.1:1/b").unwrap(),
+            publish_target: Target::parse("http://127.0.0.1:1/b").unwrap(),
             transport: Transport::Websocket,
             clients: 1,
             rooms: 1,
