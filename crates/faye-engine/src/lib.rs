@@ -14,6 +14,7 @@ use std::time::Duration;
 pub use faye_protocol::channel::Channel;
 pub use faye_protocol::{ClientId, EncodedMessage};
 
+mod expiry;
 mod memory;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -3,6 +3,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
+use crate::expiry::Expiry;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -46,6 +47,18 @@ struct Inner {
     ctx: OnceLock<EngineContext>,
     clients: papaya::HashMap<ClientId, Arc<ClientEntry>>,
     channels: papaya::HashMap<String, Arc<Subscribers>>,
+    /// Every client's expiry, made by `start` (its granularity follows the
+    /// timeout), and the one task that destroys expired clients (`sweep`).
+    expiry: OnceLock<Arc<Expiry>>,
+    sweeper: OnceLock<AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(sweeper) = self.sweeper.get() {
+            sweeper.abort();
+        }
+    }
 }
 
 struct ClientEntry {
@@ -62,7 +75,6 @@ struct ClientState {
     answered: Option<Box<(Box<str>, Vec<EncodedMessage>)>>,
     expires_at: Instant,
     destroyed: bool,
-    reaper: Option<AbortHandle>,
 }
 
 /// The clients subscribed to one channel or pattern. `dead` marks a set that was
@@ -80,7 +92,7 @@ struct SubscriberSet {
 
 /// A poisoned lock only means another thread panicked mid-update of plain data;
 /// the data is still usable, and one panic must not take every client down.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -148,9 +160,6 @@ impl Inner {
             st.destroyed = true;
             st.queue.clear();
             st.queued_bytes = 0;
-            if let Some(reaper) = st.reaper.take() {
-                reaper.abort();
-            }
             std::mem::take(&mut st.channels)
         };
         for channel in channels {
@@ -162,40 +171,66 @@ impl Inner {
     }
 }
 
-/// Sleeps until the client's expiry time, re-reading it after each wake because a
-/// ping may have pushed it back; destroys the client once it has really passed.
-async fn reap(inner: Weak<Inner>, entry: Weak<ClientEntry>, id: ClientId) {
+/// Destroys clients as they expire, for as long as the engine lives: sleeps
+/// until the earliest bucket of [`Expiry`] is due (or an earlier one is added),
+/// then destroys its clients that have really expired and files the others
+/// (pinged since) again.
+async fn sweep(inner: Weak<Inner>, expiry: Arc<Expiry>) {
     loop {
-        let Some(expires_at) = entry.upgrade().map(|e| lock(&e.state).expires_at) else {
+        let earlier = expiry.earlier.notified();
+        match expiry.next_due() {
+            Some(due) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => {}
+                    () = earlier => continue,
+                }
+            }
+            None => {
+                earlier.await;
+                continue;
+            }
+        }
+        let now = Instant::now();
+        let due = expiry.take_due(now);
+        let Some(inner) = inner.upgrade() else {
             return;
         };
-        tokio::time::sleep_until(expires_at).await;
-        let (Some(inner), Some(entry)) = (inner.upgrade(), entry.upgrade()) else {
-            return;
-        };
-        if lock(&entry.state).expires_at <= Instant::now() {
-            inner.destroy(&id);
-            return;
+        for id in due {
+            let Some(entry) = inner.entry(&id) else {
+                continue;
+            };
+            let expires_at = lock(&entry.state).expires_at;
+            if expires_at <= now {
+                inner.destroy(&id);
+            } else {
+                expiry.file(id, expires_at);
+            }
         }
     }
 }
 
 impl Engine for MemoryEngine {
     fn start(&self, ctx: EngineContext) {
+        let _ = self.inner.expiry.set(Arc::new(Expiry::new(ctx.timeout)));
         let _ = self.inner.ctx.set(ctx);
     }
 
     async fn create_client(&self) -> Result<ClientId, EngineError> {
         let lifetime = self.inner.ctx()?.timeout * 2;
+        let expiry = self.inner.expiry.get().ok_or(EngineError::Shutdown)?;
+        // Started here rather than in `start`, which may run outside a runtime.
+        self.inner.sweeper.get_or_init(|| {
+            tokio::spawn(sweep(Arc::downgrade(&self.inner), expiry.clone())).abort_handle()
+        });
+        let expires_at = Instant::now() + lifetime;
         let entry = Arc::new(ClientEntry {
             state: Mutex::new(ClientState {
                 channels: HashSet::new(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 answered: None,
-                expires_at: Instant::now() + lifetime,
+                expires_at,
                 destroyed: false,
-                reaper: None,
             }),
         });
         let id = loop {
@@ -205,14 +240,14 @@ impl Engine for MemoryEngine {
                 break id;
             }
         };
-        let task = tokio::spawn(reap(Arc::downgrade(&self.inner), Arc::downgrade(&entry), id));
-        lock(&entry.state).reaper = Some(task.abort_handle());
+        expiry.file(id, expires_at);
         self.inner.emit(EngineEvent::Handshake(id));
         Ok(id)
     }
 
     async fn client_exists(&self, client: &ClientId) -> Result<bool, EngineError> {
-        Ok(self.inner.clients.pin().contains_key(client))
+        // Expired but not yet swept (at most a granule): gone all the same.
+        Ok(self.inner.entry(client).is_some_and(|e| lock(&e.state).expires_at > Instant::now()))
     }
 
     async fn destroy_client(&self, client: &ClientId) -> Result<(), EngineError> {
@@ -355,14 +390,10 @@ impl Engine for MemoryEngine {
     }
 
     async fn shutdown(&self) {
-        let ids: Vec<ClientId> = self.inner.clients.pin().keys().copied().collect();
-        for id in ids {
-            if let Some(entry) = self.inner.clients.pin().remove(&id)
-                && let Some(reaper) = lock(&entry.state).reaper.take()
-            {
-                reaper.abort();
-            }
+        if let Some(sweeper) = self.inner.sweeper.get() {
+            sweeper.abort();
         }
+        self.inner.clients.pin().clear();
         self.inner.channels.pin().clear();
     }
 }
