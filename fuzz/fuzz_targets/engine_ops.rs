@@ -239,8 +239,8 @@ async fn run(ops: Vec<Op>) {
     settle().await;
 }
 
-/// Lets the runtime run what was spawned or aborted during the input (the reaper
-/// tasks). A current-thread `block_on` whose future never waits does not run other
+/// Lets the runtime run what was spawned or aborted during the input (the engine's
+/// expiry sweeper). A current-thread `block_on` whose future never waits does not run other
 /// tasks, so without this they would pile up from input to input.
 async fn settle() {
     for _ in 0..3 {
