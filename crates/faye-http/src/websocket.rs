@@ -68,10 +68,12 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let opts = &svc.shared.options;
-                // tungstenite's defaults are 128 KiB buffers per socket; an idle Faye
-                // socket needs a few KiB.
+                // tungstenite's defaults are 128 KiB buffers per socket. An idle Faye
+                // socket keeps its read buffer for life, and Faye's frames are a
+                // few hundred bytes: 1 KiB a read (a larger frame still arrives
+                // whole, in more reads).
                 let config = WebSocketConfig::default()
-                    .read_buffer_size(4 * 1024)
+                    .read_buffer_size(1024)
                     .write_buffer_size(0)
                     .max_message_size(Some(opts.max_request_bytes))
                     .max_frame_size(Some(opts.max_request_bytes));
@@ -204,9 +206,12 @@ async fn run<E, S>(
                             let ctx = Context::on_socket(&socket);
                             let bytes = text.len();
                             pending_bytes += bytes;
-                            pending.push(async move {
+                            // Boxed: `FuturesUnordered` keeps a stub task the size
+                            // of its future for the socket's life, and a held
+                            // connect's state is a few KiB.
+                            pending.push(Box::pin(async move {
                                 (encode_batch(&server.process(batch, &ctx).await), bytes)
-                            });
+                            }));
                         }
                         // Faye ignores a frame it cannot parse and keeps the socket.
                         Err(e) => tracing::debug!(error = %e, "ignored a WebSocket frame"),
