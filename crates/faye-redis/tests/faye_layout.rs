@@ -218,6 +218,37 @@ mod layout {
         node.shutdown().await;
     }
 
+    /// The notification subscription is dropped by Redis (as a restart or a
+    /// `CLIENT KILL` does): the node subscribes again, wakes every client it
+    /// holds (what was notified meanwhile is lost), and hears notifications again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resubscribes_to_notifications_and_wakes_its_clients() {
+        let node = FayeLayout::fresh_layout().await;
+        let rec = start(&node, Duration::from_secs(10));
+        let mut r = redis(&node.server).await;
+        let id = node.create_client().await.unwrap();
+        node.subscribe(&id, &ch("/n")).await.unwrap();
+        assert!(node.take_queue(&id, None).await.unwrap().is_empty()); // held here
+        node.publish(&ch("/n"), msg("/n", 1)).await.unwrap();
+        let mail =
+            |rec: &faye_engine::testing::Recorder| rec.mail().iter().filter(|m| **m == id).count();
+        eventually("the first notification", || mail(&rec) == 1).await;
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        assert_eq!(killed, 1, "the node's notification connection");
+        eventually("woken after resubscribing", || mail(&rec) >= 2).await;
+        let woken = mail(&rec);
+        node.publish(&ch("/n"), msg("/n", 2)).await.unwrap();
+        eventually("notifications flow again", || mail(&rec) > woken).await;
+        assert_eq!(numbers(node.take_queue(&id, None).await.unwrap()), [1, 2]);
+        node.shutdown().await;
+    }
+
     /// What this layout cannot run on is refused at start, saying why.
     #[tokio::test]
     async fn refuses_cluster_and_sentinel() {
