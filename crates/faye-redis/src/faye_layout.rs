@@ -171,7 +171,9 @@ impl FayeRedisEngine {
     /// Connects to the one Redis server of `config` (`redis://`, `rediss://`,
     /// `redis+unix://`) with faye-redis's key layout under `config`'s
     /// namespace, which must be the Node servers' `namespace` option (faye-redis's
-    /// default is empty: `RedisConfig::new(url).namespace("")`).
+    /// default is empty: `RedisConfig::new(url).namespace("")`). The CA
+    /// certificate and response timeout apply; the retention and ring capacity
+    /// are the native layout's and are not used.
     pub async fn connect(config: RedisConfig) -> Result<Self, Error> {
         let url = match config.target()? {
             Target::Standalone(url) => url,
