@@ -297,6 +297,10 @@ pub struct MarkdownArgs {
     /// `markdown::MIXED_SCENARIOS`) instead of the main one.
     #[arg(long, conflicts_with = "redis")]
     pub mixed: bool,
+    /// Write the section comparing faye-rs with the ceiling (`ceiling-*.json`
+    /// reports, see `markdown::CEILING_SCENARIOS`) instead of the main one.
+    #[arg(long, conflicts_with_all = ["redis", "mixed"])]
+    pub ceiling: bool,
     /// `redis-server --version` (with `--redis` or `--mixed`).
     #[arg(long, default_value = "")]
     pub redis_version: String,
@@ -356,7 +360,9 @@ fn plot(p: PlotArgs) -> anyhow::Result<()> {
 }
 
 fn write_markdown(m: MarkdownArgs) -> anyhow::Result<()> {
-    let results = if m.mixed {
+    let results = if m.ceiling {
+        markdown::Results::load_ceiling(&m.results)?
+    } else if m.mixed {
         markdown::Results::load_mixed(&m.results)?
     } else if m.redis {
         markdown::Results::load_redis(&m.results)?
@@ -375,7 +381,13 @@ fn write_markdown(m: MarkdownArgs) -> anyhow::Result<()> {
         redis_version: m.redis_version,
     };
     let machine = markdown::Machine::this();
-    let (generated, begin, end) = if m.mixed {
+    let (generated, begin, end) = if m.ceiling {
+        (
+            markdown::generate_ceiling(&results, &run, &machine)?,
+            markdown::BEGIN_CEILING,
+            markdown::END_CEILING,
+        )
+    } else if m.mixed {
         (
             markdown::generate_mixed(&results, &run, &machine)?,
             markdown::BEGIN_MIXED,
