@@ -44,7 +44,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{self, Conn, Target};
-use crate::{Error, RedisConfig, backend, lock, malformed, ms, now_ms, version_key};
+use crate::{
+    Collect, Error, RedisConfig, backend, collect_expired, lock, malformed, ms, now_ms,
+    query_scripts, slow_consumer, version_key,
+};
 
 /// Recipients one publish script delivers to before it hands the rest to a
 /// follow-up script: Redis runs one script at a time, so a fan-out to 100,000
@@ -211,11 +214,7 @@ impl FayeRedisEngine {
         if version_key(&version) < (6, 2) {
             return Err(Error::Version { found: version });
         }
-        let mut pipe = redis::pipe();
-        for script in SCRIPTS.iter() {
-            pipe.load_script(script);
-        }
-        pipe.query_async::<Vec<String>>(&mut conn).await.map_err(Error::Redis)?;
+        crate::load(&mut conn, &*SCRIPTS).await.map_err(Error::Redis)?;
         let (lane, lane_rx) = mpsc::unbounded_channel();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -424,18 +423,7 @@ impl Inner {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, EngineError> {
-        let mut conn = self.conn();
-        match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                let mut load = redis::pipe();
-                for script in SCRIPTS.iter() {
-                    load.load_script(script);
-                }
-                load.query_async::<Vec<String>>(&mut conn).await.map_err(backend)?;
-                pipe.query_async(&mut conn).await.map_err(backend)
-            }
-            other => other.map_err(backend),
-        }
+        query_scripts(self.conn(), pipe, &*SCRIPTS).await
     }
 
     /// Destroys `client` if its score is at most `at_most` (any score if
@@ -819,23 +807,12 @@ fn parse_outcome(reply: Vec<Value>) -> (i64, Vec<String>) {
     (state, over)
 }
 
-/// Runs the collector while the engine lives.
-async fn collect_expired(inner: Weak<Inner>, every: Duration, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(engine) = inner.upgrade() else {
-            return;
-        };
-        if let Err(e) = engine.collect().await
-            && !engine.unreachable.load(Ordering::Relaxed)
-        {
-            tracing::warn!(error = %e, "collecting expired clients failed; will retry");
-        }
+impl Collect for Inner {
+    fn collect(&self) -> impl Future<Output = Result<(), EngineError>> + Send {
+        Self::collect(self)
+    }
+    fn unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed)
     }
 }
 
@@ -967,11 +944,7 @@ impl Engine for FayeRedisEngine {
         inner.lane.send(publish).map_err(|_| EngineError::Shutdown)?;
         let over = outcome.await.map_err(|_| EngineError::Shutdown)??;
         for id in over.iter().filter_map(|id| ClientId::parse(id)) {
-            tracing::warn!(
-                client = id.log_tag(),
-                "queue full: disconnecting a client too slow to keep up"
-            );
-            metrics::counter!(faye_engine::SLOW_CONSUMERS_METRIC).increment(1);
+            slow_consumer(&id);
             inner.destroy(&id, None).await?;
         }
         Ok(())

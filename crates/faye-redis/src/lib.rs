@@ -419,11 +419,69 @@ fn version_key(version: &str) -> (u32, u32) {
 }
 
 async fn load_scripts(conn: &mut Conn) -> Result<(), RedisError> {
+    load(conn, &scripts::all()).await
+}
+
+/// Loads `scripts` into Redis's script cache.
+async fn load(conn: &mut Conn, scripts: &[&redis::Script]) -> Result<(), RedisError> {
     let mut pipe = redis::pipe();
-    for script in scripts::all() {
+    for script in scripts {
         pipe.load_script(script);
     }
     pipe.query_async::<Vec<String>>(conn).await.map(drop)
+}
+
+/// Runs a pipeline that invokes some of `scripts`, loading them once if Redis
+/// lost them (a restart, or `SCRIPT FLUSH`).
+async fn query_scripts<T: redis::FromRedisValue>(
+    mut conn: Conn,
+    pipe: &redis::Pipeline,
+    scripts: &[&redis::Script],
+) -> Result<T, EngineError> {
+    match pipe.query_async(&mut conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            load(&mut conn, scripts).await.map_err(backend)?;
+            pipe.query_async(&mut conn).await.map_err(backend)
+        }
+        other => other.map_err(backend),
+    }
+}
+
+/// Logs and counts a client destroyed because its queue overflowed.
+fn slow_consumer(client: &ClientId) {
+    tracing::warn!(
+        client = client.log_tag(),
+        "queue full: disconnecting a client too slow to keep up"
+    );
+    metrics::counter!(faye_engine::SLOW_CONSUMERS_METRIC).increment(1);
+}
+
+/// What the collector task runs, on either layout.
+trait Collect: Send + Sync + 'static {
+    /// One collector pass.
+    fn collect(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Whether Redis is known to be unreachable (its failures are logged elsewhere).
+    fn unreachable(&self) -> bool;
+}
+
+/// Runs the collector every `every` for as long as the engine lives.
+async fn collect_expired<C: Collect>(inner: Weak<C>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(engine) = inner.upgrade() else {
+            return;
+        };
+        if let Err(e) = engine.collect().await
+            && !engine.unreachable()
+        {
+            tracing::warn!(error = %e, "collecting expired clients failed; will retry");
+        }
+    }
 }
 
 impl Inner {
@@ -534,14 +592,7 @@ impl Inner {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, EngineError> {
-        let mut conn = self.conn();
-        match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                load_scripts(&mut conn).await.map_err(backend)?;
-                pipe.query_async(&mut conn).await.map_err(backend)
-            }
-            other => other.map_err(backend),
-        }
+        query_scripts(self.conn(), pipe, &scripts::all()).await
     }
 
     /// Routes entries read from the bus, then acts on what routing found.
@@ -563,11 +614,7 @@ impl Inner {
             self.emit(event);
         }
         for id in fx.too_slow {
-            tracing::warn!(
-                client = id.log_tag(),
-                "queue full: disconnecting a client too slow to keep up"
-            );
-            metrics::counter!(faye_engine::SLOW_CONSUMERS_METRIC).increment(1);
+            slow_consumer(&id);
             if let Err(e) = self.destroy(&id).await {
                 tracing::error!(client = id.log_tag(), error = %e, "could not destroy a client");
             }
@@ -1016,23 +1063,12 @@ async fn flush_cursors(inner: Weak<Inner>, cancel: CancellationToken) {
     }
 }
 
-/// Runs the collector every `every` for as long as the engine lives.
-async fn collect_expired(inner: Weak<Inner>, every: Duration, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(engine) = inner.upgrade() else {
-            return;
-        };
-        if let Err(e) = engine.collect().await
-            && !engine.unreachable()
-        {
-            tracing::warn!(error = %e, "collecting expired clients failed; will retry");
-        }
+impl Collect for Inner {
+    fn collect(&self) -> impl Future<Output = Result<(), EngineError>> + Send {
+        Self::collect(self)
+    }
+    fn unreachable(&self) -> bool {
+        Self::unreachable(self)
     }
 }
 
