@@ -1,0 +1,303 @@
+//! The two network transports. Each reports what comes back as [`Event`]s on its
+//! own channel, so the driver hears nothing from a transport it has dropped.
+//!
+//! - WebSocket: one socket; frames leave in the order they are sent.
+//! - Long-polling: HTTP POSTs on kept-alive connections. The driver sends at
+//!   most one request per [`Lane`] at a time, so a client's messages cannot
+//!   overtake one another on the way to the server.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use faye_protocol::{Message, decode_batch};
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::header::{CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Request, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as Frame};
+
+use crate::net::{Net, Target};
+use crate::{Error, TransportKind};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the transports of one client share: where the server is, how to reach
+/// it, and the headers and cookies every request carries.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) url: Uri,
+    pub(crate) net: Net,
+    pub(crate) headers: Mutex<HeaderMap>,
+    /// Cookies the server set, by name; sent back on every request. One jar per
+    /// client, and a client talks to one server.
+    cookies: Mutex<BTreeMap<String, String>>,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl Endpoint {
+    pub(crate) fn new(url: Uri, net: Net, headers: HeaderMap, connect_timeout: Duration) -> Self {
+        Self { url, net, headers: Mutex::new(headers), cookies: Mutex::default(), connect_timeout }
+    }
+
+    /// The user's headers, and the cookies, onto a request.
+    fn decorate(&self, headers: &mut HeaderMap) {
+        for (name, value) in lock(&self.headers).iter() {
+            headers.insert(name, value.clone());
+        }
+        let cookies = lock(&self.cookies);
+        if !cookies.is_empty() {
+            let line: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if let Ok(value) = HeaderValue::from_str(&line.join("; ")) {
+                headers.insert(COOKIE, value);
+            }
+        }
+    }
+
+    /// Keeps the cookies a response sets (`Max-Age=0` or an empty value removes
+    /// one). Attributes other than that are not kept: see docs/client.md.
+    fn keep_cookies(&self, headers: &HeaderMap) {
+        let mut cookies = lock(&self.cookies);
+        for value in headers.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()) {
+            let mut parts = value.split(';');
+            let Some((name, val)) = parts.next().and_then(|p| p.split_once('=')) else { continue };
+            let (name, val) = (name.trim(), val.trim());
+            let expired =
+                parts.any(|a| a.trim().eq_ignore_ascii_case("max-age=0")) || val.is_empty();
+            if expired {
+                cookies.remove(name);
+            } else if !name.is_empty() {
+                cookies.insert(name.to_owned(), val.to_owned());
+            }
+        }
+    }
+
+    async fn connect(&self, target: &Target) -> Result<crate::net::Stream, Error> {
+        tokio::time::timeout(self.connect_timeout, self.net.connect(target))
+            .await
+            .map_err(|_| Error::Io(format!("connecting to {} timed out", target.authority())))?
+    }
+}
+
+/// Which of a long-polling client's two request slots a batch uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The held `/meta/connect`.
+    Connect,
+    /// Everything else, one request at a time.
+    Other,
+}
+
+/// What a transport reports.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Messages from the server: replies and deliveries.
+    Messages(Lane, Vec<Message>),
+    /// A request failed: the messages it carried got no reply.
+    Failed(String),
+    /// The WebSocket closed or broke.
+    Closed(String),
+}
+
+/// An open transport and the channel its events arrive on.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    pub(crate) kind: TransportKind,
+    link: Link,
+    pub(crate) events: mpsc::UnboundedReceiver<Event>,
+}
+
+#[derive(Debug)]
+enum Link {
+    Ws {
+        frames: mpsc::UnboundedSender<String>,
+        _tasks: JoinSet<()>,
+    },
+    Lp {
+        endpoint: Arc<Endpoint>,
+        pool: Arc<Mutex<Vec<SendRequest<Full<Bytes>>>>>,
+        events: mpsc::UnboundedSender<Event>,
+        tasks: JoinSet<()>,
+    },
+}
+
+impl Transport {
+    /// Opens a WebSocket to the endpoint (with the user's headers and the cookies
+    /// on the upgrade request).
+    pub(crate) async fn websocket(endpoint: Arc<Endpoint>) -> Result<Self, Error> {
+        let url = ws_url(&endpoint.url)?;
+        let target = Target::of(&url)?;
+        let stream = endpoint.connect(&target).await?;
+        let mut request = url.into_client_request().map_err(|e| Error::Url(e.to_string()))?;
+        endpoint.decorate(request.headers_mut());
+        // tungstenite's default buffers are 128 KiB each; Bayeux frames are small.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(0)
+            .max_message_size(Some(64 << 20));
+        let upgrade = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
+        let (socket, response) = tokio::time::timeout(endpoint.connect_timeout, upgrade)
+            .await
+            .map_err(|_| Error::Io("the WebSocket upgrade timed out".into()))?
+            .map_err(|e| match e {
+                tungstenite::Error::Http(r) => {
+                    Error::Http(format!("upgrade refused: {}", r.status()))
+                }
+                e => Error::Io(format!("WebSocket: {e}")),
+            })?;
+        endpoint.keep_cookies(response.headers());
+        let (mut sink, mut stream) = socket.split();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (frames, mut frames_rx) = mpsc::unbounded_channel::<String>();
+        let mut tasks = JoinSet::new();
+        let tx = events_tx.clone();
+        tasks.spawn(async move {
+            while let Some(text) = frames_rx.recv().await {
+                // Everything queued goes out before one flush.
+                let mut result = sink.feed(Frame::text(text)).await;
+                while result.is_ok()
+                    && let Ok(text) = frames_rx.try_recv()
+                {
+                    result = sink.feed(Frame::text(text)).await;
+                }
+                if let Err(e) = result.and(sink.flush().await) {
+                    let _ = tx.send(Event::Closed(format!("WebSocket write: {e}")));
+                    return;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        tasks.spawn(async move {
+            let why = loop {
+                match stream.next().await {
+                    Some(Ok(Frame::Text(text))) => match decode_batch(text.as_bytes()) {
+                        Ok(messages) => {
+                            let _ = events_tx.send(Event::Messages(Lane::Other, messages));
+                        }
+                        Err(e) => break format!("the server sent a malformed frame: {e}"),
+                    },
+                    Some(Ok(Frame::Close(_))) | None => break "the WebSocket closed".to_owned(),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break format!("WebSocket read: {e}"),
+                }
+            };
+            let _ = events_tx.send(Event::Closed(why));
+        });
+        Ok(Self {
+            kind: TransportKind::WebSocket,
+            link: Link::Ws { frames, _tasks: tasks },
+            events,
+        })
+    }
+
+    /// Long-polling on the endpoint. Nothing is opened until the first send.
+    pub(crate) fn long_polling(endpoint: Arc<Endpoint>) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        let link = Link::Lp { endpoint, pool: Arc::default(), events: tx, tasks: JoinSet::new() };
+        Self { kind: TransportKind::LongPolling, link, events }
+    }
+
+    /// Sends a batch. Its replies, or its failure, come back as an [`Event`].
+    /// `timeout` bounds a long-polling request (a WebSocket has one deadline per
+    /// message, kept by the driver).
+    pub(crate) fn send(&mut self, lane: Lane, batch: &[Message], timeout: Duration) {
+        let body = serde_json::to_string(batch).unwrap_or_else(|_| "[]".to_owned());
+        match &mut self.link {
+            Link::Ws { frames, .. } => {
+                // A closed writer has reported Closed already.
+                let _ = frames.send(body);
+            }
+            Link::Lp { endpoint, pool, events, tasks } => {
+                while tasks.try_join_next().is_some() {}
+                let (endpoint, pool, tx) = (endpoint.clone(), pool.clone(), events.clone());
+                tasks.spawn(async move {
+                    let result = tokio::time::timeout(timeout, post(&endpoint, &pool, body)).await;
+                    let event = match result {
+                        Ok(Ok(messages)) => Event::Messages(lane, messages),
+                        Ok(Err(e)) => Event::Failed(e.to_string()),
+                        Err(_) => Event::Failed(format!("no answer within {timeout:?}")),
+                    };
+                    let _ = tx.send(event);
+                });
+            }
+        }
+    }
+}
+
+/// The WebSocket URL of an HTTP endpoint: same host, port and path.
+fn ws_url(url: &Uri) -> Result<Uri, Error> {
+    let scheme = match url.scheme_str() {
+        Some("http" | "ws") => "ws",
+        Some("https" | "wss") => "wss",
+        _ => return Err(Error::Url(format!("{url}: not an http(s) URL"))),
+    };
+    let authority = url.authority().ok_or_else(|| Error::Url(format!("{url}: no host")))?;
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    format!("{scheme}://{authority}{path}").parse().map_err(|e| Error::Url(format!("{url}: {e}")))
+}
+
+/// Idle connections kept per client for long-polling: one for the held connect,
+/// one for everything else, and a spare.
+const POOL: usize = 3;
+
+/// POSTs `body` to the endpoint and returns the messages of the answer.
+async fn post(
+    endpoint: &Endpoint,
+    pool: &Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    body: String,
+) -> Result<Vec<Message>, Error> {
+    let target = Target::of(&endpoint.url)?;
+    let idle = {
+        let mut pool = lock(pool);
+        pool.retain(|s| !s.is_closed());
+        pool.pop()
+    };
+    let mut sender = match idle {
+        Some(s) => s,
+        None => {
+            let stream = endpoint.connect(&target).await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| Error::Http(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            sender
+        }
+    };
+    let path = endpoint.url.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = Request::post(path)
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| Error::Url(e.to_string()))?;
+    let headers = request.headers_mut();
+    headers.insert(
+        HOST,
+        HeaderValue::from_str(&target.authority()).map_err(|e| Error::Url(e.to_string()))?,
+    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    endpoint.decorate(headers);
+    sender.ready().await.map_err(|e| Error::Io(e.to_string()))?;
+    let response = sender.send_request(request).await.map_err(|e| Error::Io(e.to_string()))?;
+    endpoint.keep_cookies(response.headers());
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| Error::Io(e.to_string()))?;
+    {
+        let mut pool = lock(pool);
+        if pool.len() < POOL && !sender.is_closed() {
+            pool.push(sender);
+        }
+    }
+    if !status.is_success() {
+        return Err(Error::Http(format!("{status} from {}", endpoint.url)));
+    }
+    decode_batch(&body.to_bytes()).map_err(|e| Error::Http(format!("not a Bayeux answer: {e}")))
+}

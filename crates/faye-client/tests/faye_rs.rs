@@ -1,0 +1,43 @@
+//! faye-client against faye-rs (in this process), over each transport.
+
+mod common;
+
+use common::RustServer;
+use common::scenarios::*;
+use faye_client::TransportKind::{LongPolling, WebSocket};
+
+macro_rules! each_transport {
+    ($($name:ident => $scenario:ident),* $(,)?) => {
+        mod websocket {
+            use super::*;
+            $(#[tokio::test] async fn $name() { $scenario(&RustServer::start().await, WebSocket).await; })*
+        }
+        mod long_polling {
+            use super::*;
+            $(#[tokio::test] async fn $name() { $scenario(&RustServer::start().await, LongPolling).await; })*
+        }
+    };
+}
+
+each_transport! {
+    subscribe_publish_and_wildcards => pubsub_and_wildcards,
+    several_subscriptions_share_one_meta_subscribe => one_meta_subscribe_per_channel,
+    extensions_and_headers_reach_the_server => extensions_and_headers,
+    a_burst_of_publishes_arrives_in_order => burst_in_order,
+    through_an_http_connect_proxy => through_proxy,
+}
+
+#[tokio::test]
+async fn a_server_restart_is_recovered_over_websocket() {
+    restart_recovers(&mut RustServer::start().await, WebSocket).await;
+}
+
+#[tokio::test]
+async fn a_server_restart_is_recovered_over_long_polling() {
+    restart_recovers(&mut RustServer::start().await, LongPolling).await;
+}
+
+#[tokio::test]
+async fn a_websocket_that_breaks_falls_back_to_long_polling() {
+    broken_websocket_falls_back(&RustServer::start().await).await;
+}
