@@ -21,7 +21,8 @@ fn tls() -> (tokio_rustls::TlsAcceptor, String) {
     let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let leaf =
+        CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&key, &issuer).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -51,7 +52,8 @@ async fn round_trip(kind: TransportKind) {
     let stranger = only(&server.url(), kind).build().unwrap();
     let connect = stranger.connect();
     assert!(tokio::time::timeout(Duration::from_secs(1), connect).await.is_err());
-    wait_state(&stranger, "a failed attempt", |s| matches!(s, ConnectionState::Reconnecting(_))).await;
+    wait_state(&stranger, "a failed attempt", |s| matches!(s, ConnectionState::Reconnecting(_)))
+        .await;
     match stranger.state() {
         ConnectionState::Reconnecting(Reason::Network(e)) => {
             assert!(e.contains("certificate"), "{e}");
