@@ -23,6 +23,8 @@ fn faye(args: &[&str]) -> Command {
         .env_remove("HTTPS_PROXY")
         .env_remove("http_proxy")
         .env_remove("https_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -218,10 +220,22 @@ async fn publish_and_subscribe_through_an_http_connect_proxy() {
         String::from_utf8(out.stdout).unwrap(),
         "{\"channel\":\"/p\",\"data\":\"via proxy\"}\n"
     );
-    let seen = seen.lock().unwrap().clone();
-    assert!(seen.len() >= 2, "{seen:?}");
+    let tunnels = seen.lock().unwrap().clone();
+    assert!(tunnels.len() >= 2, "{tunnels:?}");
     let connect = format!("CONNECT {} HTTP/1.1\r\n", server.addr());
-    assert!(seen.iter().all(|r| *r == connect), "{seen:?}");
+    assert!(tunnels.iter().all(|r| *r == connect), "{tunnels:?}");
+
+    // HTTP_PROXY applies when no --proxy is given, unless NO_PROXY names the host.
+    let before = seen.lock().unwrap().len();
+    let status =
+        faye(&["publish", &url, "/p", "1"]).env("HTTP_PROXY", &proxy).status().await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    let after = seen.lock().unwrap().len();
+    assert!(after > before, "HTTP_PROXY was used");
+    let mut direct = faye(&["publish", &url, "/p", "1"]);
+    direct.env("HTTP_PROXY", &proxy).env("NO_PROXY", "localhost,127.0.0.1");
+    assert_eq!(direct.status().await.unwrap().code(), Some(0));
+    assert_eq!(seen.lock().unwrap().len(), after, "NO_PROXY was honoured");
 }
 
 #[tokio::test]

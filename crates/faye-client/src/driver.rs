@@ -83,7 +83,6 @@ enum End {
 /// The server's advice, as last given.
 #[derive(Debug, Clone)]
 struct Advice {
-    reconnect: String,
     interval: Duration,
     timeout: Duration,
 }
@@ -141,6 +140,11 @@ fn parse_id(id: &Value) -> Option<u64> {
     u64::from_str_radix(id.as_str()?, 36).ok()
 }
 
+/// The error of a refused message.
+fn rejected(message: &Message) -> Error {
+    Error::Rejected(message.error.clone().unwrap_or_else(|| "refused without an error".into()))
+}
+
 /// A Bayeux error saying the server does not know the client (`401::...`).
 fn unknown_client(error: Option<&str>) -> bool {
     error.is_some_and(|e| e.starts_with("401:"))
@@ -164,8 +168,7 @@ impl Driver {
         tuning: Tuning,
         state: watch::Sender<ConnectionState>,
     ) -> Self {
-        let advice =
-            Advice { reconnect: "retry".into(), interval: Duration::ZERO, timeout: tuning.timeout };
+        let advice = Advice { interval: Duration::ZERO, timeout: tuning.timeout };
         Self {
             shared,
             tuning,
@@ -568,15 +571,16 @@ impl Driver {
             return Received::Nothing;
         };
         let ok = message.successful == Some(true);
-        let lost = !ok
-            && (unknown_client(message.error.as_deref()) || self.advice.reconnect == "handshake");
-        if self.advice.reconnect == "none" && !ok {
-            self.settle(
-                sent.out.kind,
-                Err(Error::Rejected(message.error.clone().unwrap_or_default())),
-            );
+        // The advice of this reply (Faye acts on each reply's own advice).
+        let advised =
+            message.advice.as_ref().and_then(|a| a.get("reconnect")).and_then(Value::as_str);
+        if advised == Some("none") {
+            let result = if ok { Ok(message.clone()) } else { Err(rejected(&message)) };
+            self.settle(sent.out.kind, result);
             return Received::End(End::Stop(Reason::AdviceNone));
         }
+        let lost =
+            !ok && (unknown_client(message.error.as_deref()) || advised == Some("handshake"));
         match sent.out.kind {
             Kind::Connect => {
                 self.connecting = None;
@@ -591,11 +595,7 @@ impl Driver {
                 Received::End(End::Rehandshake)
             }
             kind => {
-                let result = if ok {
-                    Ok(message)
-                } else {
-                    Err(Error::Rejected(message.error.clone().unwrap_or_default()))
-                };
+                let result = if ok { Ok(message) } else { Err(rejected(&message)) };
                 self.settle(kind, result);
                 Received::Nothing
             }
@@ -654,9 +654,6 @@ impl Driver {
     }
 
     fn apply_advice(&mut self, advice: &Value) {
-        if let Some(r) = advice.get("reconnect").and_then(Value::as_str) {
-            r.clone_into(&mut self.advice.reconnect);
-        }
         let ms = |key: &str| {
             advice
                 .get(key)

@@ -301,3 +301,41 @@ async fn post(
     }
     decode_batch(&body.to_bytes()).map_err(|e| Error::Http(format!("not a Bayeux answer: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::ProxyRule;
+
+    #[test]
+    fn cookies_set_by_the_server_go_back_on_every_request() {
+        let url: Uri = "http://127.0.0.1:1/bayeux".parse().unwrap();
+        let endpoint = Endpoint::new(
+            url,
+            Net::new(&[], ProxyRule::Direct),
+            HeaderMap::new(),
+            Duration::from_secs(1),
+        );
+        let mut set = HeaderMap::new();
+        set.append(SET_COOKIE, HeaderValue::from_static("session=abc; Path=/; HttpOnly"));
+        set.append(SET_COOKIE, HeaderValue::from_static("lb=node2"));
+        endpoint.keep_cookies(&set);
+        let mut request = HeaderMap::new();
+        endpoint.decorate(&mut request);
+        assert_eq!(request[COOKIE], "lb=node2; session=abc");
+
+        let mut expire = HeaderMap::new();
+        expire.append(SET_COOKIE, HeaderValue::from_static("lb=x; Max-Age=0"));
+        endpoint.keep_cookies(&expire);
+        let mut request = HeaderMap::new();
+        endpoint.decorate(&mut request);
+        assert_eq!(request[COOKIE], "session=abc");
+    }
+
+    #[test]
+    fn websocket_urls_keep_host_port_and_path() {
+        let ws = |u: &str| ws_url(&u.parse().unwrap()).unwrap().to_string();
+        assert_eq!(ws("http://h:8000/bayeux"), "ws://h:8000/bayeux");
+        assert_eq!(ws("https://h/faye?x=1"), "wss://h/faye?x=1");
+    }
+}

@@ -95,6 +95,7 @@ pub struct RustServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    options: ServerOptions,
 }
 
 impl RustServer {
@@ -103,20 +104,28 @@ impl RustServer {
     }
 
     pub async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        Self::start_with_options(ServerOptions::default().timeout(Duration::from_secs(10)), tls)
+            .await
+    }
+
+    pub async fn start_with_options(
+        options: ServerOptions,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Seen::default();
-        let (server, faye, stop, task) = Self::run(listener, &seen, tls.clone());
-        Self { addr, seen, server, faye, stop: Some(stop), task: Some(task), tls }
+        let (server, faye, stop, task) = Self::run(listener, &seen, tls.clone(), options.clone());
+        Self { addr, seen, server, faye, stop: Some(stop), task: Some(task), tls, options }
     }
 
     fn run(
         listener: TcpListener,
         seen: &Seen,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        options: ServerOptions,
     ) -> (Server<MemoryEngine>, FayeService<MemoryEngine>, oneshot::Sender<()>, JoinHandle<()>)
     {
-        let options = ServerOptions::default().timeout(Duration::from_secs(10));
         let server = Server::new(MemoryEngine::new(), options);
         server.add_extension(Arc::new(Recorder(seen.clone())));
         let faye = FayeService::new(server.clone(), FayeOptions::default());
@@ -152,7 +161,8 @@ impl RustServer {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         let listener = bind_again(self.addr).await;
-        let (server, faye, stop, task) = Self::run(listener, &self.seen, self.tls.clone());
+        let (server, faye, stop, task) =
+            Self::run(listener, &self.seen, self.tls.clone(), self.options.clone());
         (self.server, self.faye, self.stop, self.task) = (server, faye, Some(stop), Some(task));
     }
 }
