@@ -804,7 +804,7 @@ async fn establish(
     let mut transport = None;
     let mut last = None;
     if !disabled.contains(&TransportKind::WebSocket) {
-        match Transport::websocket(endpoint.clone()).await {
+        match Transport::websocket(endpoint.clone(), shared.websocket_deflate).await {
             Ok(t) => transport = Some(t),
             Err(e) => {
                 tracing::debug!(error = %e, "no WebSocket: trying long-polling");

@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     disabled: Mutex<HashSet<TransportKind>>,
     extensions: Mutex<Vec<Arc<dyn Extension>>>,
     client_id: Mutex<Option<String>>,
+    /// Offer permessage-deflate on WebSocket upgrades.
+    websocket_deflate: bool,
 }
 
 /// Settings for a [`Client`]; [`ClientBuilder::build`] starts it.
@@ -94,6 +96,7 @@ pub struct ClientBuilder {
     extensions: Vec<ExtensionDebug>,
     tuning: Tuning,
     connect_timeout: Duration,
+    websocket_deflate: bool,
 }
 
 struct ExtensionDebug(Arc<dyn Extension>);
@@ -181,6 +184,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether to offer WebSocket compression, permessage-deflate (default yes):
+    /// when the server accepts, its messages may come compressed (the client
+    /// sends its own uncompressed, which RFC 7692 allows).
+    pub fn websocket_deflate(mut self, on: bool) -> Self {
+        self.websocket_deflate = on;
+        self
+    }
+
     /// Starts the client's background task (it does not connect yet). Must be
     /// called inside a tokio runtime.
     pub fn build(self) -> Result<Client, Error> {
@@ -194,6 +205,7 @@ impl ClientBuilder {
             disabled: Mutex::new(self.disabled),
             extensions: Mutex::new(self.extensions.into_iter().map(|e| e.0).collect()),
             client_id: Mutex::new(None),
+            websocket_deflate: self.websocket_deflate,
         });
         let (state_tx, state) = watch::channel(ConnectionState::Disconnected(Reason::NotStarted));
         let (commands, rx) = mpsc::unbounded_channel();
@@ -257,6 +269,7 @@ impl Client {
                 timeout: Duration::from_secs(60),
             },
             connect_timeout: Duration::from_secs(10),
+            websocket_deflate: true,
         }
     }
 

@@ -11,17 +11,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use faye_deflate::DeflateIo;
+use faye_deflate::inflate::Inflater;
 use faye_protocol::{Message, decode_batch};
 use futures_util::{SinkExt as _, StreamExt as _};
-use http::header::{CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, Request, Uri};
+use http::header::{
+    CONTENT_TYPE, COOKIE, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SET_COOKIE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 
 use crate::net::{Net, Target};
@@ -132,71 +137,39 @@ enum Link {
 
 impl Transport {
     /// Opens a WebSocket to the endpoint (with the user's headers and the cookies
-    /// on the upgrade request).
-    pub(crate) async fn websocket(endpoint: Arc<Endpoint>) -> Result<Self, Error> {
+    /// on the upgrade request), offering permessage-deflate if `deflate`.
+    pub(crate) async fn websocket(endpoint: Arc<Endpoint>, deflate: bool) -> Result<Self, Error> {
         let url = ws_url(&endpoint.url)?;
         let target = Target::of(&url)?;
-        let stream = endpoint.connect(&target).await?;
-        let mut request = url.into_client_request().map_err(|e| Error::Url(e.to_string()))?;
-        endpoint.decorate(request.headers_mut());
+        let upgrade = async {
+            let mut stream = endpoint.connect(&target).await?;
+            let agreed = upgrade(&endpoint, &url, &target, &mut stream, deflate).await?;
+            Ok::<_, Error>((stream, agreed))
+        };
+        let (stream, agreed) = tokio::time::timeout(endpoint.connect_timeout, upgrade)
+            .await
+            .map_err(|_| Error::Io("the WebSocket upgrade timed out".into()))??;
         // tungstenite's default buffers are 128 KiB each; Bayeux frames are small.
         let config = WebSocketConfig::default()
             .read_buffer_size(8 * 1024)
             .write_buffer_size(0)
-            .max_message_size(Some(64 << 20));
-        let upgrade = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
-        let (socket, response) = tokio::time::timeout(endpoint.connect_timeout, upgrade)
-            .await
-            .map_err(|_| Error::Io("the WebSocket upgrade timed out".into()))?
-            .map_err(|e| match e {
-                tungstenite::Error::Http(r) => {
-                    Error::Http(format!("upgrade refused: {}", r.status()))
-                }
-                e => Error::Io(format!("WebSocket: {e}")),
-            })?;
-        endpoint.keep_cookies(response.headers());
-        let (mut sink, mut stream) = socket.split();
+            .max_message_size(Some(MAX_MESSAGE));
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (frames, mut frames_rx) = mpsc::unbounded_channel::<String>();
-        let mut tasks = JoinSet::new();
-        let tx = events_tx.clone();
-        tasks.spawn(async move {
-            while let Some(text) = frames_rx.recv().await {
-                // Everything queued goes out before one flush.
-                let mut result = sink.feed(Frame::text(text)).await;
-                while result.is_ok()
-                    && let Ok(text) = frames_rx.try_recv()
-                {
-                    result = sink.feed(Frame::text(text)).await;
-                }
-                if let Err(e) = result.and(sink.flush().await) {
-                    let _ = tx.send(Event::Closed(format!("WebSocket write: {e}")));
-                    return;
-                }
+        let (frames, frames_rx) = mpsc::unbounded_channel::<String>();
+        let tasks = match agreed {
+            Some(no_context_takeover) => {
+                let inflater = Inflater::client(no_context_takeover, MAX_MESSAGE);
+                let io = DeflateIo::new(stream, inflater);
+                let ws = WebSocketStream::from_raw_socket(io, Role::Client, Some(config)).await;
+                run_socket(ws, frames_rx, events_tx)
             }
-            let _ = sink.close().await;
-        });
-        tasks.spawn(async move {
-            let why = loop {
-                match stream.next().await {
-                    Some(Ok(Frame::Text(text))) => match decode_batch(text.as_bytes()) {
-                        Ok(messages) => {
-                            let _ = events_tx.send(Event::Messages(Lane::Other, messages));
-                        }
-                        Err(e) => break format!("the server sent a malformed frame: {e}"),
-                    },
-                    Some(Ok(Frame::Close(_))) | None => break "the WebSocket closed".to_owned(),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break format!("WebSocket read: {e}"),
-                }
-            };
-            let _ = events_tx.send(Event::Closed(why));
-        });
-        Ok(Self {
-            kind: TransportKind::WebSocket,
-            link: Link::Ws { frames, _tasks: tasks },
-            events,
-        })
+            None => {
+                let ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await;
+                run_socket(ws, frames_rx, events_tx)
+            }
+        };
+        let link = Link::Ws { frames, _tasks: tasks };
+        Ok(Self { kind: TransportKind::WebSocket, link, events })
     }
 
     /// Long-polling on the endpoint. Nothing is opened until the first send.
@@ -231,6 +204,152 @@ impl Transport {
             }
         }
     }
+}
+
+/// The largest message the client reads (inflated, if compressed).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// The largest upgrade response head read.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Sends the upgrade request on `stream` and reads the answer, leaving the stream
+/// at the first byte after it. Returns whether permessage-deflate was agreed, and
+/// if so whether the server compresses each message on its own.
+async fn upgrade(
+    endpoint: &Endpoint,
+    url: &Uri,
+    target: &Target,
+    stream: &mut crate::net::Stream,
+    deflate: bool,
+) -> Result<Option<bool>, Error> {
+    let key = tungstenite::handshake::client::generate_key();
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+        target.authority()
+    )
+    .into_bytes();
+    if deflate {
+        head.extend_from_slice(
+            b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+        );
+    }
+    let mut headers = HeaderMap::new();
+    endpoint.decorate(&mut headers);
+    for (name, value) in &headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    stream.write_all(&head).await?;
+
+    // Byte by byte up to the blank line: what follows is the server's frames.
+    let mut reader = BufReader::with_capacity(1, stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).await?;
+    let code = status.split_whitespace().nth(1).unwrap_or_default().to_owned();
+    let mut response = HeaderMap::new();
+    let mut read = status.len();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).await?;
+        read += n;
+        if n == 0 || read > MAX_HEAD {
+            return Err(Error::Http("the WebSocket upgrade response ended early".into()));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && let (Ok(name), Ok(value)) =
+                (HeaderName::try_from(name.trim()), HeaderValue::try_from(value.trim()))
+        {
+            response.append(name, value);
+        }
+    }
+    endpoint.keep_cookies(&response);
+    if code != "101" {
+        return Err(Error::Http(format!("upgrade refused: {}", status.trim_end())));
+    }
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if response.get(SEC_WEBSOCKET_ACCEPT).and_then(|v| v.to_str().ok()) != Some(accept.as_str()) {
+        return Err(Error::Http("the WebSocket upgrade has a wrong Sec-WebSocket-Accept".into()));
+    }
+    let extensions: Vec<&str> = response
+        .get_all(SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    match extensions.as_slice() {
+        [] => Ok(None),
+        [one] if deflate => {
+            let mut params = one.split(';').map(str::trim);
+            if params.next() != Some("permessage-deflate") {
+                return Err(Error::Http(format!(
+                    "the server chose an extension not offered: {one}"
+                )));
+            }
+            // client_max_window_bits and server_max_window_bits need nothing: the
+            // client sends uncompressed, and inflates with the largest window.
+            Ok(Some(params.any(|p| p == "server_no_context_takeover")))
+        }
+        _ => Err(Error::Http(format!("the server chose extensions not offered: {extensions:?}"))),
+    }
+}
+
+/// Runs a socket: one task writes queued frames (each batch of them flushed
+/// once), one reads. Both report the end as [`Event::Closed`].
+fn run_socket<S>(
+    socket: WebSocketStream<S>,
+    mut frames_rx: mpsc::UnboundedReceiver<String>,
+    events_tx: mpsc::UnboundedSender<Event>,
+) -> JoinSet<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = socket.split();
+    let mut tasks = JoinSet::new();
+    let tx = events_tx.clone();
+    tasks.spawn(async move {
+        while let Some(text) = frames_rx.recv().await {
+            // Everything queued goes out before one flush.
+            let mut result = sink.feed(Frame::text(text)).await;
+            while result.is_ok()
+                && let Ok(text) = frames_rx.try_recv()
+            {
+                result = sink.feed(Frame::text(text)).await;
+            }
+            if let Err(e) = result.and(sink.flush().await) {
+                let _ = tx.send(Event::Closed(format!("WebSocket write: {e}")));
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    tasks.spawn(async move {
+        let why = loop {
+            match stream.next().await {
+                Some(Ok(Frame::Text(text))) => match decode_batch(text.as_bytes()) {
+                    Ok(messages) => {
+                        let _ = events_tx.send(Event::Messages(Lane::Other, messages));
+                    }
+                    Err(e) => break format!("the server sent a malformed frame: {e}"),
+                },
+                Some(Ok(Frame::Close(_))) | None => break "the WebSocket closed".to_owned(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break format!("WebSocket read: {e}"),
+            }
+        };
+        let _ = events_tx.send(Event::Closed(why));
+    });
+    tasks
 }
 
 /// The WebSocket URL of an HTTP endpoint: same host, port and path.

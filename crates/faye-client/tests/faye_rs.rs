@@ -41,3 +41,8 @@ async fn a_server_restart_is_recovered_over_long_polling() {
 async fn a_websocket_that_breaks_falls_back_to_long_polling() {
     broken_websocket_falls_back(&RustServer::start().await).await;
 }
+
+#[tokio::test]
+async fn websocket_deflate_is_negotiated_and_used() {
+    websocket_deflate(&RustServer::start_deflate().await).await;
+}

@@ -42,3 +42,8 @@ async fn a_server_restart_is_recovered_over_long_polling() {
 async fn a_websocket_that_breaks_falls_back_to_long_polling() {
     broken_websocket_falls_back(&NodeServer::start(false).await).await;
 }
+
+#[tokio::test]
+async fn websocket_deflate_is_negotiated_with_permessage_deflate() {
+    websocket_deflate(&NodeServer::start(true).await).await;
+}

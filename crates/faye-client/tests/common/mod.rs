@@ -96,6 +96,7 @@ pub struct RustServer {
     task: Option<JoinHandle<()>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     options: ServerOptions,
+    pub deflate: bool,
 }
 
 impl RustServer {
@@ -115,8 +116,27 @@ impl RustServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Seen::default();
-        let (server, faye, stop, task) = Self::run(listener, &seen, tls.clone(), options.clone());
-        Self { addr, seen, server, faye, stop: Some(stop), task: Some(task), tls, options }
+        let (server, faye, stop, task) =
+            Self::run(listener, &seen, tls.clone(), options.clone(), false);
+        Self {
+            addr,
+            seen,
+            server,
+            faye,
+            stop: Some(stop),
+            task: Some(task),
+            tls,
+            options,
+            deflate: false,
+        }
+    }
+
+    /// With `--websocket-deflate`.
+    pub async fn start_deflate() -> Self {
+        let mut server = Self::start().await;
+        server.deflate = true;
+        server.restart().await;
+        server
     }
 
     fn run(
@@ -124,11 +144,13 @@ impl RustServer {
         seen: &Seen,
         tls: Option<tokio_rustls::TlsAcceptor>,
         options: ServerOptions,
+        deflate: bool,
     ) -> (Server<MemoryEngine>, FayeService<MemoryEngine>, oneshot::Sender<()>, JoinHandle<()>)
     {
         let server = Server::new(MemoryEngine::new(), options);
         server.add_extension(Arc::new(Recorder(seen.clone())));
-        let faye = FayeService::new(server.clone(), FayeOptions::default());
+        let faye =
+            FayeService::new(server.clone(), FayeOptions::default().websocket_deflate(deflate));
         let (stop, stopped) = oneshot::channel::<()>();
         let mut serve_options = ServeOptions::default().drain_timeout(Duration::from_secs(1));
         if let Some(tls) = tls {
@@ -162,7 +184,7 @@ impl RustServer {
         }
         let listener = bind_again(self.addr).await;
         let (server, faye, stop, task) =
-            Self::run(listener, &self.seen, self.tls.clone(), self.options.clone());
+            Self::run(listener, &self.seen, self.tls.clone(), self.options.clone(), self.deflate);
         (self.server, self.faye, self.stop, self.task) = (server, faye, Some(stop), Some(task));
     }
 }
@@ -252,6 +274,10 @@ impl NodeServer {
 pub struct Forwarder {
     pub addr: SocketAddr,
     pub heads: Arc<Mutex<Vec<String>>>,
+    /// The first bytes the server sent back on each upgrade connection.
+    pub upgrade_responses: Arc<Mutex<Vec<String>>>,
+    /// Bytes the server sent on upgrade connections, all told.
+    pub websocket_bytes_down: Arc<std::sync::atomic::AtomicU64>,
     break_ws: watch::Sender<bool>,
 }
 
@@ -260,11 +286,15 @@ impl Forwarder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let upgrade_responses: Arc<Mutex<Vec<String>>> = Arc::default();
+        let websocket_bytes_down: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let (break_ws, broken) = watch::channel(false);
         let h = heads.clone();
+        let (responses, down) = (upgrade_responses.clone(), websocket_bytes_down.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let heads = h.clone();
+                let (responses, down) = (responses.clone(), down.clone());
                 let mut broken = broken.clone();
                 tokio::spawn(async move {
                     let mut first = vec![0; 4096];
@@ -281,8 +311,29 @@ impl Forwarder {
                         return;
                     }
                     if upgrade {
+                        let (mut in_read, mut in_write) = inbound.split();
+                        let (mut out_read, mut out_write) = outbound.split();
+                        let up = tokio::io::copy(&mut in_read, &mut out_write);
+                        let counted = async {
+                            let mut buf = vec![0; 16 * 1024];
+                            let mut first = true;
+                            loop {
+                                let n = out_read.read(&mut buf).await.unwrap_or(0);
+                                if n == 0 || in_write.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                                if first {
+                                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                                    responses.lock().unwrap().push(text);
+                                    first = false;
+                                } else {
+                                    down.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            }
+                        };
                         tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = up => {}
+                            () = counted => {}
                             _ = broken.wait_for(|b| *b) => {}
                         }
                     } else {
@@ -291,7 +342,7 @@ impl Forwarder {
                 });
             }
         });
-        Self { addr, heads, break_ws }
+        Self { addr, heads, upgrade_responses, websocket_bytes_down, break_ws }
     }
 
     pub fn break_websockets(&self) {

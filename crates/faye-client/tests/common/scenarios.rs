@@ -329,3 +329,31 @@ pub async fn through_proxy(f: &impl Fixture, kind: TransportKind) {
     let id = client.client_id().unwrap();
     assert!(connects(f.seen(), &id, kind) > 0);
 }
+
+/// permessage-deflate negotiated on the WebSocket: a large, repetitive message
+/// crosses the wire compressed (counted by a forwarder), and arrives intact. A
+/// client that does not offer it gets it uncompressed.
+pub async fn websocket_deflate(f: &impl Fixture) {
+    let text = "all work and no play makes a dull message ".repeat(5000);
+    for offer in [true, false] {
+        let forwarder = Forwarder::start(f.addr()).await;
+        let url = f.url().replace(&f.addr().to_string(), &forwarder.addr.to_string());
+        let sub = only(&url, TransportKind::WebSocket).websocket_deflate(offer).build().unwrap();
+        let publisher = builder(&f.url()).build().unwrap();
+        let mut s = sub.subscribe("/big").await.unwrap();
+        publisher.publish("/big", &text).await.unwrap();
+        assert_eq!(next(&mut s).await.data_as::<String>().unwrap(), text);
+        let response = forwarder.upgrade_responses.lock().unwrap()[0].to_ascii_lowercase();
+        let down = forwarder.websocket_bytes_down.load(Ordering::Relaxed) as usize;
+        if offer {
+            assert!(
+                response.contains("sec-websocket-extensions: permessage-deflate"),
+                "{response}"
+            );
+            assert!(down < text.len() / 10, "{down} bytes for a {} byte message", text.len());
+        } else {
+            assert!(!response.contains("permessage-deflate"), "{response}");
+            assert!(down > text.len(), "{down} bytes");
+        }
+    }
+}
