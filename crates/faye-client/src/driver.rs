@@ -803,7 +803,11 @@ async fn establish(
     let endpoint = shared.endpoint.clone();
     let mut transport = None;
     let mut last = None;
-    if !disabled.contains(&TransportKind::WebSocket) {
+    #[cfg(feature = "in-process")]
+    if let Some(server) = &shared.local {
+        transport = Some(Transport::in_process(server.as_ref()));
+    }
+    if transport.is_none() && !disabled.contains(&TransportKind::WebSocket) {
         match Transport::websocket(endpoint.clone(), shared.websocket_deflate).await {
             Ok(t) => transport = Some(t),
             Err(e) => {
@@ -824,11 +828,15 @@ async fn establish(
     if client_id.is_some() {
         return Ok(Established { transport, handshake: None });
     }
-    let types: Vec<&str> = [TransportKind::WebSocket, TransportKind::LongPolling]
-        .into_iter()
-        .filter(|k| !disabled.contains(k))
-        .map(TransportKind::name)
-        .collect();
+    let types: Vec<&str> = if transport.kind == TransportKind::InProcess {
+        vec![TransportKind::InProcess.name()]
+    } else {
+        [TransportKind::WebSocket, TransportKind::LongPolling]
+            .into_iter()
+            .filter(|k| !disabled.contains(k))
+            .map(TransportKind::name)
+            .collect()
+    };
     let handshake = Message {
         id: Some(json!(base36(hs_id))),
         version: Some(json!(faye_protocol::BAYEUX_VERSION)),

@@ -43,6 +43,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 mod driver;
 mod extension;
+#[cfg(feature = "in-process")]
+mod in_process;
 mod net;
 mod transport;
 mod types;
@@ -71,6 +73,9 @@ pub(crate) struct Shared {
     client_id: Mutex<Option<String>>,
     /// Offer permessage-deflate on WebSocket upgrades.
     websocket_deflate: bool,
+    /// The server in this process, for the in-process transport.
+    #[cfg(feature = "in-process")]
+    local: Option<Arc<dyn in_process::Local>>,
 }
 
 /// Settings for a [`Client`]; [`ClientBuilder::build`] starts it.
@@ -97,6 +102,18 @@ pub struct ClientBuilder {
     tuning: Tuning,
     connect_timeout: Duration,
     websocket_deflate: bool,
+    #[cfg(feature = "in-process")]
+    local: Option<LocalDebug>,
+}
+
+#[cfg(feature = "in-process")]
+struct LocalDebug(Arc<dyn in_process::Local>);
+
+#[cfg(feature = "in-process")]
+impl std::fmt::Debug for LocalDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Server")
+    }
 }
 
 struct ExtensionDebug(Arc<dyn Extension>);
@@ -196,7 +213,13 @@ impl ClientBuilder {
     /// called inside a tokio runtime.
     pub fn build(self) -> Result<Client, Error> {
         let url: Uri = self.url.parse().map_err(|e| Error::Url(format!("{}: {e}", self.url)))?;
-        net::Target::of(&url)?;
+        #[cfg(feature = "in-process")]
+        let in_process = self.local.is_some();
+        #[cfg(not(feature = "in-process"))]
+        let in_process = false;
+        if !in_process {
+            net::Target::of(&url)?;
+        }
         let proxy = self.proxy.unwrap_or_else(ProxyRule::from_env);
         let net = Net::new(&self.roots, proxy);
         let endpoint = Arc::new(Endpoint::new(url, net, self.headers, self.connect_timeout));
@@ -206,6 +229,8 @@ impl ClientBuilder {
             extensions: Mutex::new(self.extensions.into_iter().map(|e| e.0).collect()),
             client_id: Mutex::new(None),
             websocket_deflate: self.websocket_deflate,
+            #[cfg(feature = "in-process")]
+            local: self.local.map(|l| l.0),
         });
         let (state_tx, state) = watch::channel(ConnectionState::Disconnected(Reason::NotStarted));
         let (commands, rx) = mpsc::unbounded_channel();
@@ -270,7 +295,41 @@ impl Client {
             },
             connect_timeout: Duration::from_secs(10),
             websocket_deflate: true,
+            #[cfg(feature = "in-process")]
+            local: None,
         }
+    }
+
+    /// A client of `server`, in this process, with no network: the same API as
+    /// over the network (and the same as the server's own `LocalClient` for
+    /// subscriptions and deliveries). Its messages go through the server's
+    /// extensions with no request, as the server's own in-process client's do.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), faye_client::Error> {
+    /// let server = faye_server::Server::new(faye_engine::MemoryEngine::new(), Default::default());
+    /// let client = faye_client::Client::in_process(&server)?;
+    /// let mut news = client.subscribe("/news/*").await?;
+    /// client.publish("/news/today", &serde_json::json!({"headline": "hi"})).await?;
+    /// assert_eq!(news.recv().await.unwrap().channel, "/news/today");
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "in-process")]
+    pub fn in_process<E: faye_engine::Engine>(
+        server: &faye_server::Server<E>,
+    ) -> Result<Self, Error> {
+        Self::in_process_builder(server).build()
+    }
+
+    /// Settings for a client of `server` in this process (see
+    /// [`Client::in_process`]); the network settings do not apply.
+    #[cfg(feature = "in-process")]
+    pub fn in_process_builder<E: faye_engine::Engine>(
+        server: &faye_server::Server<E>,
+    ) -> ClientBuilder {
+        let mut builder = Self::builder("http://in-process/");
+        builder.local = Some(LocalDebug(Arc::new(server.clone())));
+        builder
     }
 
     fn send(&self, cmd: Command) -> Result<(), Error> {

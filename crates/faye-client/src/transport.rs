@@ -127,6 +127,11 @@ enum Link {
         frames: mpsc::UnboundedSender<String>,
         _tasks: JoinSet<()>,
     },
+    #[cfg(feature = "in-process")]
+    Local {
+        batches: mpsc::UnboundedSender<(Lane, Vec<Message>)>,
+        _tasks: JoinSet<()>,
+    },
     Lp {
         endpoint: Arc<Endpoint>,
         pool: Arc<Mutex<Vec<SendRequest<Full<Bytes>>>>>,
@@ -172,6 +177,17 @@ impl Transport {
         Ok(Self { kind: TransportKind::WebSocket, link, events })
     }
 
+    /// An in-process transport to `server`.
+    #[cfg(feature = "in-process")]
+    pub(crate) fn in_process(server: &dyn crate::in_process::Local) -> Self {
+        let crate::in_process::Opened { batches, tasks, events } = server.open();
+        Self {
+            kind: TransportKind::InProcess,
+            link: Link::Local { batches, _tasks: tasks },
+            events,
+        }
+    }
+
     /// Long-polling on the endpoint. Nothing is opened until the first send.
     pub(crate) fn long_polling(endpoint: Arc<Endpoint>) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
@@ -183,12 +199,19 @@ impl Transport {
     /// `timeout` bounds a long-polling request (a WebSocket has one deadline per
     /// message, kept by the driver).
     pub(crate) fn send(&mut self, lane: Lane, batch: &[Message], timeout: Duration) {
+        #[cfg(feature = "in-process")]
+        if let Link::Local { batches, .. } = &self.link {
+            let _ = batches.send((lane, batch.to_vec()));
+            return;
+        }
         let body = serde_json::to_string(batch).unwrap_or_else(|_| "[]".to_owned());
         match &mut self.link {
             Link::Ws { frames, .. } => {
                 // A closed writer has reported Closed already.
                 let _ = frames.send(body);
             }
+            #[cfg(feature = "in-process")]
+            Link::Local { .. } => {}
             Link::Lp { endpoint, pool, events, tasks } => {
                 while tasks.try_join_next().is_some() {}
                 let (endpoint, pool, tx) = (endpoint.clone(), pool.clone(), events.clone());

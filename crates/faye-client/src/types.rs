@@ -11,6 +11,8 @@ pub enum TransportKind {
     /// HTTP POSTs: one held `/meta/connect` and, beside it, one request at a time
     /// for everything else.
     LongPolling,
+    /// A `faye_server::Server` in this process ([`Client::in_process`](crate::Client::in_process)).
+    InProcess,
 }
 
 impl TransportKind {
@@ -19,6 +21,7 @@ impl TransportKind {
         match self {
             Self::WebSocket => "websocket",
             Self::LongPolling => "long-polling",
+            Self::InProcess => "in-process",
         }
     }
 
@@ -27,6 +30,7 @@ impl TransportKind {
         match name {
             "websocket" => Some(Self::WebSocket),
             "long-polling" => Some(Self::LongPolling),
+            "in-process" => Some(Self::InProcess),
             _ => None,
         }
     }
