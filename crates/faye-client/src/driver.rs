@@ -43,6 +43,9 @@ struct Chan {
     listeners: Vec<Listener>,
     /// The server has acknowledged the subscription in this session.
     active: bool,
+    /// The id of the `/meta/subscribe` that will make it active, while one is
+    /// queued or sent: only its reply settles the channel.
+    subscribing: Option<u64>,
     /// Subscribe calls waiting for the server's acknowledgement.
     waiters: Vec<oneshot::Sender<Result<(), Error>>>,
 }
@@ -57,7 +60,12 @@ enum Kind {
 
 /// A message and its purpose; `message` has no `clientId` until it is sent.
 struct Outgoing {
-    id: u64,
+    /// The driver's own name for it.
+    key: u64,
+    /// Its `id` on the wire, given when it is first sent (so ids leave in
+    /// sequence: faye-rs applies a client's messages in id order, and waits for
+    /// a missing one), and kept when it is sent again.
+    wire: Option<u64>,
     message: Message,
     kind: Kind,
 }
@@ -110,6 +118,7 @@ pub(crate) struct Driver {
     outbox: VecDeque<Outgoing>,
     sent: BTreeMap<u64, Sent>,
     counter: u64,
+    keys: u64,
     advice: Advice,
     connect_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     disconnect_waiters: Vec<oneshot::Sender<()>>,
@@ -178,6 +187,7 @@ impl Driver {
             outbox: VecDeque::new(),
             sent: BTreeMap::new(),
             counter: 0,
+            keys: 0,
             advice,
             connect_waiters: Vec::new(),
             disconnect_waiters: Vec::new(),
@@ -250,20 +260,20 @@ impl Driver {
                 }
             }
             Command::Subscribe { channel, listener, reply } => {
+                let key = self.next_key();
                 let chan = self.channels.entry(channel.clone()).or_default();
                 chan.listeners.retain(|l| !l.tx.is_closed());
                 chan.listeners.push(listener);
                 if chan.active {
                     let _ = reply.send(Ok(()));
                 } else {
-                    let first = chan.waiters.is_empty();
                     chan.waiters.push(reply);
                     // One /meta/subscribe per channel, however many subscribe at once.
-                    if first && !self.queued_subscribe(&channel) {
-                        self.enqueue(
-                            meta("/meta/subscribe", Some(&channel)),
-                            Kind::Subscribe(channel),
-                        );
+                    if chan.subscribing.is_none() {
+                        chan.subscribing = Some(key);
+                        let message = meta("/meta/subscribe", Some(&channel));
+                        let kind = Kind::Subscribe(channel);
+                        self.outbox.push_back(Outgoing { key, wire: None, message, kind });
                     }
                 }
             }
@@ -275,11 +285,13 @@ impl Driver {
                     for w in chan.waiters {
                         let _ = w.send(Err(Error::Disconnected(Reason::Requested)));
                     }
-                    if self.client_id.is_some() {
+                    // A subscribe not sent yet is simply not sent; otherwise the
+                    // server is told, after the subscribe.
+                    let unsent = |o: &Outgoing| Some(o.key) == chan.subscribing && o.wire.is_none();
+                    if self.outbox.iter().any(unsent) {
+                        self.outbox.retain(|o| !unsent(o));
+                    } else if self.client_id.is_some() {
                         self.enqueue(meta("/meta/unsubscribe", Some(&channel)), Kind::Unsubscribe);
-                    } else {
-                        self.outbox
-                            .retain(|o| !matches!(&o.kind, Kind::Subscribe(c) if *c == channel));
                     }
                 }
             }
@@ -292,16 +304,14 @@ impl Driver {
         }
     }
 
-    fn queued_subscribe(&self, channel: &str) -> bool {
-        self.outbox
-            .iter()
-            .chain(self.sent.values().map(|s| &s.out))
-            .any(|o| matches!(&o.kind, Kind::Subscribe(c) if c == channel))
+    fn enqueue(&mut self, message: Message, kind: Kind) {
+        let key = self.next_key();
+        self.outbox.push_back(Outgoing { key, wire: None, message, kind });
     }
 
-    fn enqueue(&mut self, message: Message, kind: Kind) {
-        let id = self.next_id();
-        self.outbox.push_back(Outgoing { id, message, kind });
+    fn next_key(&mut self) -> u64 {
+        self.keys += 1;
+        self.keys
     }
 
     /// One session: connect, stay connected, reconnect, until stopped. True when
@@ -509,22 +519,27 @@ impl Driver {
             }
             let mut batch = Vec::new();
             while batch.len() < MAX_BATCH {
-                let Some(out) = self.outbox.pop_front() else { break };
+                let Some(mut out) = self.outbox.pop_front() else { break };
                 if let Kind::Publish(reply) = &out.kind
                     && reply.is_closed()
                 {
                     // Its caller stopped waiting (a deadline): not sent at all.
                     continue;
                 }
+                let id = match out.wire {
+                    Some(id) => id,
+                    None => self.next_id(),
+                };
+                out.wire = Some(id);
                 let mut message = out.message.clone();
-                message.id = Some(json!(base36(out.id)));
+                message.id = Some(json!(base36(id)));
                 message.client_id = Some(client_id.clone());
                 match pipe(&extensions, message, true).await {
                     Some(message) => {
                         batch.push(message);
-                        self.sent.insert(out.id, Sent { out, at: Instant::now() });
+                        self.sent.insert(id, Sent { out, at: Instant::now() });
                     }
-                    None => self.settle(out.kind, Err(Error::NoReply)),
+                    None => self.settle(out.key, out.kind, Err(Error::NoReply)),
                 }
             }
             if batch.is_empty() {
@@ -546,7 +561,8 @@ impl Driver {
             connection_type: Some(transport.kind.name().to_owned()),
             ..Message::on("/meta/connect")
         };
-        let out = Outgoing { id, message: message.clone(), kind: Kind::Connect };
+        let key = self.next_key();
+        let out = Outgoing { key, wire: Some(id), message: message.clone(), kind: Kind::Connect };
         let Some(message) = pipe(&self.extensions(), message, true).await else { return };
         self.sent.insert(id, Sent { out, at: Instant::now() });
         self.connecting = Some(id);
@@ -576,7 +592,7 @@ impl Driver {
             message.advice.as_ref().and_then(|a| a.get("reconnect")).and_then(Value::as_str);
         if advised == Some("none") {
             let result = if ok { Ok(message.clone()) } else { Err(rejected(&message)) };
-            self.settle(sent.out.kind, result);
+            self.settle(sent.out.key, sent.out.kind, result);
             return Received::End(End::Stop(Reason::AdviceNone));
         }
         let lost =
@@ -596,20 +612,26 @@ impl Driver {
             }
             kind => {
                 let result = if ok { Ok(message) } else { Err(rejected(&message)) };
-                self.settle(kind, result);
+                self.settle(sent.out.key, kind, result);
                 Received::Nothing
             }
         }
     }
 
     /// Settles what a message's reply (or its failure) settles.
-    fn settle(&mut self, kind: Kind, result: Result<Message, Error>) {
+    fn settle(&mut self, key: u64, kind: Kind, result: Result<Message, Error>) {
         match kind {
             Kind::Publish(reply) => {
                 let _ = reply.send(result);
             }
             Kind::Subscribe(channel) => {
                 let Some(chan) = self.channels.get_mut(&channel) else { return };
+                if chan.subscribing != Some(key) {
+                    // A subscribe the channel no longer waits for (it was
+                    // unsubscribed and subscribed again since).
+                    return;
+                }
+                chan.subscribing = None;
                 match result {
                     Ok(_) => {
                         chan.active = true;
@@ -686,6 +708,10 @@ impl Driver {
     /// again, first thing; unsubscribes of the old session are moot.
     fn resubscribe(&mut self) {
         self.outbox.retain(|o| !matches!(o.kind, Kind::Subscribe(_) | Kind::Unsubscribe));
+        // A new session: what waits gets ids in its sequence.
+        for out in &mut self.outbox {
+            out.wire = None;
+        }
         let mut channels: Vec<String> = Vec::new();
         for (name, chan) in &mut self.channels {
             chan.listeners.retain(|l| !l.tx.is_closed() && !l.behind.load(Ordering::Relaxed));
@@ -696,10 +722,15 @@ impl Driver {
         }
         self.channels.retain(|_, c| !c.listeners.is_empty() || !c.waiters.is_empty());
         channels.sort();
+        // Pushed to the front in reverse: they leave in name order, first.
         for channel in channels.into_iter().rev() {
-            let id = self.next_id();
+            let key = self.next_key();
+            if let Some(chan) = self.channels.get_mut(&channel) {
+                chan.subscribing = Some(key);
+            }
             let message = meta("/meta/subscribe", Some(&channel));
-            self.outbox.push_front(Outgoing { id, message, kind: Kind::Subscribe(channel) });
+            let kind = Kind::Subscribe(channel);
+            self.outbox.push_front(Outgoing { key, wire: None, message, kind });
         }
     }
 
@@ -746,7 +777,7 @@ impl Driver {
         let sent = std::mem::take(&mut self.sent).into_values().map(|s| s.out);
         let queued: Vec<Outgoing> = self.outbox.drain(..).collect();
         for out in sent.chain(queued) {
-            self.settle(out.kind, Err(error.clone()));
+            self.settle(out.key, out.kind, Err(error.clone()));
         }
         for chan in self.channels.values_mut() {
             for w in chan.waiters.drain(..) {

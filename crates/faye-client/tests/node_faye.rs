@@ -26,6 +26,7 @@ each_transport! {
     extensions_and_headers_reach_the_server => extensions_and_headers,
     a_burst_of_publishes_arrives_in_order => burst_in_order,
     through_an_http_connect_proxy => through_proxy,
+    a_cancelled_subscribe_then_a_new_one_is_subscribed => cancel_and_subscribe_again,
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 // Node Faye 1.4.3 for faye-client's tests.
 //   node node_faye_server.cjs <interop/node_modules> <port, 0 for any> <deflate|plain>
 // Prints {"port": N} once listening on 127.0.0.1, then one JSON line per message
-// it receives: channel, clientId, connectionType, ext, and the X-Test header of
+// it receives: id, channel, clientId, connectionType, ext, and the X-Test header of
 // the request it came in (the upgrade request for a WebSocket).
 const path = require('path');
 const http = require('http');
@@ -14,6 +14,7 @@ bayeux.addExtension({
   incoming(message, request, callback) {
     const headers = (request && request.headers) || {};
     console.log(JSON.stringify({
+      id: message.id,
       channel: message.channel,
       clientId: message.clientId,
       connectionType: message.connectionType,

@@ -73,6 +73,7 @@ impl Extension for Recorder {
         if let Some(request) = request {
             let header = request.headers.get("x-test").and_then(|v| v.to_str().ok());
             self.0.lock().unwrap().push(json!({
+                "id": message.id,
                 "channel": message.channel,
                 "clientId": message.client_id,
                 "connectionType": message.connection_type,

@@ -357,3 +357,40 @@ pub async fn websocket_deflate(f: &impl Fixture) {
         }
     }
 }
+
+/// A subscribe cancelled mid-way (its future dropped) and made again, or
+/// dropped and made again at once: the channel ends up subscribed on the server.
+pub async fn cancel_and_subscribe_again(f: &impl Fixture, kind: TransportKind) {
+    let sub = only(&f.url(), kind).build().unwrap();
+    let publisher = only(&f.url(), kind).build().unwrap();
+    sub.connect().await.unwrap();
+    for n in 0..10 {
+        {
+            let cancelled = sub.subscribe("/flip");
+            tokio::pin!(cancelled);
+            // Polled once: the subscribe is on its way; then dropped.
+            tokio::select! {
+                biased;
+                _ = &mut cancelled => {}
+                () = tokio::task::yield_now() => {}
+            }
+        }
+        if n % 2 == 0 {
+            drop(sub.subscribe("/flip").await.unwrap());
+        }
+        let mut s = sub.subscribe("/flip").await.unwrap();
+        publisher.publish("/flip", &n).await.unwrap();
+        assert_eq!(next(&mut s).await.data_as::<i32>().unwrap(), n);
+    }
+    // Nothing withdrawn left a hole in the ids on the wire (faye-rs would wait
+    // for the missing one).
+    let id = sub.client_id().unwrap();
+    let mut ids: Vec<u64> = seen_where(f.seen(), |v| v["clientId"] == id)
+        .iter()
+        .filter_map(|v| u64::from_str_radix(v["id"].as_str()?, 36).ok())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert!(ids.len() > 10);
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "ids in sequence: {ids:?}");
+}
