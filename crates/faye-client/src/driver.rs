@@ -472,7 +472,15 @@ impl Driver {
                         self.goodbye(&mut transport).await;
                         return End::Closed;
                     }
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => {
+                        self.command(cmd);
+                        // What else is waiting joins it, so a burst leaves in
+                        // few frames or requests.
+                        for _ in 0..MAX_BATCH {
+                            let Ok(cmd) = rx.try_recv() else { break };
+                            self.command(cmd);
+                        }
+                    }
                 },
                 event = transport.events.recv() => match event {
                     None => return End::Lost(Reason::Network("the transport stopped".into())),
