@@ -128,6 +128,8 @@ pub(crate) struct Driver {
     busy: bool,
     /// The id of the `/meta/connect` in flight.
     connecting: Option<u64>,
+    /// The current connection has had a connect answered successfully.
+    healthy: bool,
 }
 
 /// Message ids as Faye writes them: a counter in base 36.
@@ -195,6 +197,7 @@ impl Driver {
             reconnect_now: false,
             busy: false,
             connecting: None,
+            healthy: false,
         }
     }
 
@@ -329,7 +332,9 @@ impl Driver {
                 None => ConnectionState::Connecting,
                 Some(r) => ConnectionState::Reconnecting(r.clone()),
             });
-            let hs_id = self.next_id();
+            // An id for the handshake only if there will be one: a skipped id
+            // would be a hole for the server to wait on.
+            let hs_id = if self.client_id.is_none() { self.next_id() } else { 0 };
             let establish = establish(
                 self.shared.clone(),
                 self.extensions(),
@@ -355,7 +360,6 @@ impl Driver {
             let Some(result) = result else { continue };
             match result {
                 Ok(est) => {
-                    failures = 0;
                     if let Some((id, advice)) = est.handshake {
                         self.set_client_id(Some(id));
                         if let Some(advice) = advice {
@@ -369,24 +373,32 @@ impl Driver {
                     for w in self.connect_waiters.drain(..) {
                         let _ = w.send(Ok(()));
                     }
-                    match self.connected(transport, rx).await {
+                    self.healthy = false;
+                    let end = self.connected(transport, rx).await;
+                    // Only a connection that worked (a connect answered) resets
+                    // the backoff: a server that takes connections and then
+                    // drops or forgets them at once is not retried in a loop.
+                    if self.healthy {
+                        failures = 0;
+                    }
+                    let lost = match end {
                         End::Closed => return true,
                         End::Stop(r) => {
                             self.stop = Some(r);
+                            continue;
                         }
                         End::Rehandshake => {
-                            self.requeue();
                             self.set_client_id(None);
-                            reason = Some(Reason::SessionLost);
+                            Reason::SessionLost
                         }
-                        End::Lost(r) => {
-                            self.requeue();
-                            failures += 1;
-                            reason = Some(r);
-                            if failures > 1 && self.pause(rx, self.backoff(failures - 1)).await {
-                                return true;
-                            }
-                        }
+                        End::Lost(r) => r,
+                    };
+                    self.requeue();
+                    failures += 1;
+                    reason = Some(lost);
+                    // The first time at once; then with backoff.
+                    if failures > 1 && self.pause(rx, self.backoff(failures - 1)).await {
+                        return true;
                     }
                 }
                 Err(Failure::Network(e)) => {
@@ -492,6 +504,7 @@ impl Driver {
                             match self.receive(message).await {
                                 Received::Nothing => {}
                                 Received::ConnectDone(ok) => {
+                                    self.healthy |= ok;
                                     let wait = if ok { self.advice.interval } else { self.tuning.retry };
                                     connect_at = Some(Instant::now() + wait);
                                 }

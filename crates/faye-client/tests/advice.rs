@@ -136,3 +136,52 @@ async fn a_disconnected_client_starts_again_when_used() {
     client.publish("/again", &"back").await.unwrap();
     assert_eq!(next(&mut sub).await.data_as::<String>().unwrap(), "back");
 }
+
+/// Forgets every client at its first connect, as a broken server might.
+struct Amnesia(Mutex<usize>);
+
+impl Extension for Amnesia {
+    fn outgoing<'a>(
+        &'a self,
+        mut m: Message,
+        _: Option<&'a RequestInfo>,
+    ) -> BoxFuture<'a, Option<Message>> {
+        match m.channel.as_deref() {
+            Some("/meta/handshake") => *self.0.lock().unwrap() += 1,
+            Some("/meta/connect") => {
+                m.successful = Some(false);
+                m.error = Some("401::Unknown client".into());
+                m.advice = Some(json!({"reconnect": "handshake"}));
+            }
+            _ => {}
+        }
+        Box::pin(async move { Some(m) })
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_forgets_at_once_is_not_hammered() {
+    // Connects are held 100 ms, then refused.
+    let options = ServerOptions::default().timeout(Duration::from_millis(100));
+    let server = RustServer::start_with_options(options, None).await;
+    let amnesia = Arc::new(Amnesia(Mutex::new(0)));
+    server.server.add_extension(amnesia.clone());
+    // Each cycle takes 100 ms, then a pause of 50 ms doubling to 500 ms (less
+    // jitter): under ten handshakes in two seconds, where a client without
+    // backoff makes twenty.
+    let client = builder(&server.url()).build().unwrap();
+    client.connect().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let handshakes = *amnesia.0.lock().unwrap();
+    assert!((3..15).contains(&handshakes), "{handshakes} handshakes");
+    // Still trying: between a handshake and the refusal of its connect, or
+    // waiting after one.
+    assert!(
+        matches!(
+            client.state(),
+            ConnectionState::Connected { .. } | ConnectionState::Reconnecting(Reason::SessionLost)
+        ),
+        "{:?}",
+        client.state()
+    );
+}
