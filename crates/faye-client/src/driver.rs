@@ -106,6 +106,10 @@ pub(crate) struct Tuning {
 /// Most messages in one WebSocket frame or one HTTP request.
 const MAX_BATCH: usize = 100;
 
+/// How long replies still due are waited for once the server has forgotten the
+/// session.
+const GRACE: Duration = Duration::from_secs(2);
+
 /// How long a goodbye (`/meta/disconnect`) may take.
 const GOODBYE: Duration = Duration::from_secs(5);
 
@@ -117,6 +121,9 @@ pub(crate) struct Driver {
     channels: HashMap<String, Chan>,
     outbox: VecDeque<Outgoing>,
     sent: BTreeMap<u64, Sent>,
+    /// Messages the server refused for not knowing the client, by id: sent
+    /// again, in order, once it knows the client again.
+    refused: BTreeMap<u64, Outgoing>,
     counter: u64,
     keys: u64,
     advice: Advice,
@@ -188,6 +195,7 @@ impl Driver {
             channels: HashMap::new(),
             outbox: VecDeque::new(),
             sent: BTreeMap::new(),
+            refused: BTreeMap::new(),
             counter: 0,
             keys: 0,
             advice,
@@ -462,26 +470,44 @@ impl Driver {
         self.connecting = None;
         let mut connect_at = Some(Instant::now());
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // Once the server has forgotten the session: when to stop waiting for
+        // the replies still due on this transport. Those are settled first (a
+        // server may have accepted them: Faye takes publishes from unknown
+        // clients), so that only what it refused is sent again, under the new
+        // session, rather than everything in flight twice.
+        let mut forgotten: Option<Instant> = None;
         loop {
             if let Some(reason) = self.stop.take() {
-                if reason == Reason::Requested {
+                if reason == Reason::Requested && forgotten.is_none() {
                     self.goodbye(&mut transport).await;
                 }
                 return End::Stop(reason);
             }
-            if self.reconnect_now {
-                return End::Lost(Reason::ReconnectRequested);
+            if let Some(deadline) = forgotten {
+                let waiting = self.sent.values().any(|s| !matches!(s.out.kind, Kind::Connect));
+                if !waiting || Instant::now() >= deadline {
+                    return End::Rehandshake;
+                }
+            } else {
+                if self.reconnect_now {
+                    return End::Lost(Reason::ReconnectRequested);
+                }
+                self.flush(&mut transport).await;
+                if self.connecting.is_none() && connect_at.is_some_and(|at| at <= Instant::now()) {
+                    connect_at = None;
+                    self.send_connect(&mut transport).await;
+                }
             }
-            self.flush(&mut transport).await;
-            if self.connecting.is_none() && connect_at.is_some_and(|at| at <= Instant::now()) {
-                connect_at = None;
-                self.send_connect(&mut transport).await;
-            }
-            let wake = connect_at.filter(|_| self.connecting.is_none());
+            let wake = match forgotten {
+                Some(deadline) => Some(deadline),
+                None => connect_at.filter(|_| self.connecting.is_none()),
+            };
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None => {
-                        self.goodbye(&mut transport).await;
+                        if forgotten.is_none() {
+                            self.goodbye(&mut transport).await;
+                        }
                         return End::Closed;
                     }
                     Some(cmd) => {
@@ -495,6 +521,7 @@ impl Driver {
                     }
                 },
                 event = transport.events.recv() => match event {
+                    None if forgotten.is_some() => return End::Rehandshake,
                     None => return End::Lost(Reason::Network("the transport stopped".into())),
                     Some(Event::Messages(lane, messages)) => {
                         if lane == Lane::Other && transport.kind == TransportKind::LongPolling {
@@ -508,9 +535,15 @@ impl Driver {
                                     let wait = if ok { self.advice.interval } else { self.tuning.retry };
                                     connect_at = Some(Instant::now() + wait);
                                 }
+                                Received::End(End::Rehandshake) => {
+                                    forgotten.get_or_insert(Instant::now() + GRACE);
+                                }
                                 Received::End(end) => return end,
                             }
                         }
+                    }
+                    Some(Event::Failed(_) | Event::Closed(_)) if forgotten.is_some() => {
+                        return End::Rehandshake;
                     }
                     Some(Event::Failed(e) | Event::Closed(e)) => {
                         tracing::debug!(transport = %transport.kind, error = %e, "transport lost");
@@ -628,7 +661,8 @@ impl Driver {
             }
             kind @ (Kind::Subscribe(_) | Kind::Publish(_)) if lost => {
                 // Sent again, under the new client id, once handshaken.
-                self.outbox.push_front(Outgoing { kind, ..sent.out });
+                let id = sent.out.wire.unwrap_or_default();
+                self.refused.insert(id, Outgoing { kind, ..sent.out });
                 Received::End(End::Rehandshake)
             }
             kind => {
@@ -715,11 +749,14 @@ impl Driver {
     /// Every sent and unanswered message goes back to the front of the outbox,
     /// in its original order (connects are not resent: a new one is sent).
     fn requeue(&mut self) {
-        let sent = std::mem::take(&mut self.sent);
-        for (_, s) in sent.into_iter().rev() {
+        let mut again = std::mem::take(&mut self.refused);
+        for (id, s) in std::mem::take(&mut self.sent) {
             if !matches!(s.out.kind, Kind::Connect) {
-                self.outbox.push_front(s.out);
+                again.insert(id, s.out);
             }
+        }
+        for (_, out) in again.into_iter().rev() {
+            self.outbox.push_front(out);
         }
         self.connecting = None;
         self.busy = false;
@@ -796,8 +833,9 @@ impl Driver {
 
     fn fail_all(&mut self, error: &Error) {
         let sent = std::mem::take(&mut self.sent).into_values().map(|s| s.out);
+        let refused = std::mem::take(&mut self.refused).into_values();
         let queued: Vec<Outgoing> = self.outbox.drain(..).collect();
-        for out in sent.chain(queued) {
+        for out in sent.chain(refused).chain(queued) {
             self.settle(out.key, out.kind, Err(error.clone()));
         }
         for chan in self.channels.values_mut() {
