@@ -193,6 +193,7 @@ pub async fn extensions_and_headers(f: &impl Fixture, kind: TransportKind) {
         json!({"token": "s3cret"}),
         "the server saw the outgoing extension's ext"
     );
+    assert_eq!(publishes[0]["header"], "first", "the server saw the header on the {kind} request");
 
     let head = match kind {
         TransportKind::WebSocket => "upgrade: websocket",
