@@ -47,3 +47,32 @@ async fn a_websocket_that_breaks_falls_back_to_long_polling() {
 async fn websocket_deflate_is_negotiated_and_used() {
     websocket_deflate(&RustServer::start_deflate().await).await;
 }
+
+/// With faye-rs's own ordering off (messages applied as they arrive), order
+/// rests on the client alone; over long-polling it never has two requests of
+/// messages in flight (a forwarder counts them), besides the held connect.
+#[tokio::test]
+async fn a_burst_over_long_polling_is_one_request_at_a_time() {
+    use std::time::Duration;
+
+    use common::{Forwarder, next, only};
+    use futures_util::future::join_all;
+
+    let options = faye_server::ServerOptions::default()
+        .timeout(Duration::from_secs(10))
+        .order_wait(Duration::ZERO);
+    let server = RustServer::start_with_options(options, None).await;
+    let forwarder = Forwarder::start(server.addr).await;
+    let url = server.url().replace(&server.addr.to_string(), &forwarder.addr.to_string());
+    let sub = only(&server.url(), LongPolling).build().unwrap();
+    let publisher = only(&url, LongPolling).build().unwrap();
+    let mut s = sub.subscribe("/burst").await.unwrap();
+    publisher.connect().await.unwrap();
+    let results = join_all((0..1000).map(|n| publisher.publish("/burst", &n))).await;
+    assert!(results.iter().all(Result::is_ok));
+    for n in 0..1000 {
+        assert_eq!(next(&mut s).await.data_as::<i32>().unwrap(), n);
+    }
+    let most = forwarder.most_http_in_flight();
+    assert!((1..=2).contains(&most), "{most} requests in flight at once");
+}

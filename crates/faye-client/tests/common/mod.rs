@@ -279,6 +279,8 @@ pub struct Forwarder {
     pub upgrade_responses: Arc<Mutex<Vec<String>>>,
     /// Bytes the server sent on upgrade connections, all told.
     pub websocket_bytes_down: Arc<std::sync::atomic::AtomicU64>,
+    /// HTTP requests sent and not yet answered: now, and the most at once.
+    http_in_flight: Arc<Mutex<(usize, usize)>>,
     break_ws: watch::Sender<bool>,
 }
 
@@ -292,10 +294,13 @@ impl Forwarder {
         let (break_ws, broken) = watch::channel(false);
         let h = heads.clone();
         let (responses, down) = (upgrade_responses.clone(), websocket_bytes_down.clone());
+        let http_in_flight: Arc<Mutex<(usize, usize)>> = Arc::default();
+        let in_flight = http_in_flight.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let heads = h.clone();
                 let (responses, down) = (responses.clone(), down.clone());
+                let in_flight = in_flight.clone();
                 let mut broken = broken.clone();
                 tokio::spawn(async move {
                     let mut first = vec![0; 4096];
@@ -338,12 +343,59 @@ impl Forwarder {
                             _ = broken.wait_for(|b| *b) => {}
                         }
                     } else {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        // A request is in flight from its first byte to the
+                        // first byte of its answer.
+                        let bump = |up: bool| {
+                            let mut f = in_flight.lock().unwrap();
+                            if up {
+                                f.0 += 1;
+                                f.1 = f.1.max(f.0);
+                            } else {
+                                f.0 -= 1;
+                            }
+                        };
+                        let mut pending = true;
+                        bump(true);
+                        let (mut in_read, mut in_write) = inbound.split();
+                        let (mut out_read, mut out_write) = outbound.split();
+                        let (mut a, mut b) = (vec![0; 16 * 1024], vec![0; 16 * 1024]);
+                        loop {
+                            tokio::select! {
+                                r = in_read.read(&mut a) => {
+                                    let n = r.unwrap_or(0);
+                                    if n == 0 || out_write.write_all(&a[..n]).await.is_err() {
+                                        break;
+                                    }
+                                    if !pending {
+                                        pending = true;
+                                        bump(true);
+                                    }
+                                }
+                                r = out_read.read(&mut b) => {
+                                    let n = r.unwrap_or(0);
+                                    if n == 0 || in_write.write_all(&b[..n]).await.is_err() {
+                                        break;
+                                    }
+                                    if pending {
+                                        pending = false;
+                                        bump(false);
+                                    }
+                                }
+                            }
+                        }
+                        if pending {
+                            bump(false);
+                        }
                     }
                 });
             }
         });
-        Self { addr, heads, upgrade_responses, websocket_bytes_down, break_ws }
+        Self { addr, heads, upgrade_responses, websocket_bytes_down, http_in_flight, break_ws }
+    }
+
+    /// The most HTTP requests that were in flight at once.
+    pub fn most_http_in_flight(&self) -> usize {
+        self.http_in_flight.lock().unwrap().1
     }
 
     pub fn break_websockets(&self) {
