@@ -103,6 +103,10 @@ pub(crate) struct Tuning {
     pub(crate) timeout: Duration,
 }
 
+/// Most messages waiting to be sent (while the connection is down, say); past
+/// it a publish fails at once with [`Error::Backlog`].
+pub(crate) const MAX_WAITING: usize = 100_000;
+
 /// Most messages in one WebSocket frame or one HTTP request.
 const MAX_BATCH: usize = 100;
 
@@ -306,7 +310,17 @@ impl Driver {
                     }
                 }
             }
-            Command::Publish { message, reply } => self.enqueue(*message, Kind::Publish(reply)),
+            Command::Publish { message, reply } => {
+                if self.outbox.len() >= MAX_WAITING {
+                    // Publishes whose callers gave up go first.
+                    self.outbox.retain(|o| !matches!(&o.kind, Kind::Publish(r) if r.is_closed()));
+                }
+                if self.outbox.len() >= MAX_WAITING {
+                    let _ = reply.send(Err(Error::Backlog(MAX_WAITING)));
+                } else {
+                    self.enqueue(*message, Kind::Publish(reply));
+                }
+            }
             Command::Disconnect(reply) => {
                 self.disconnect_waiters.push(reply);
                 self.stop = Some(Reason::Requested);

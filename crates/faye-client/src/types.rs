@@ -135,6 +135,10 @@ pub enum Error {
     /// The operation's deadline passed before the server answered.
     #[error("timed out")]
     Timeout,
+    /// This many messages already wait to be sent (the connection is down, or
+    /// slower than the app): the publish was refused at once.
+    #[error("{0} messages already wait to be sent")]
+    Backlog(usize),
 }
 
 impl From<std::io::Error> for Error {

@@ -185,3 +185,20 @@ async fn a_server_that_forgets_at_once_is_not_hammered() {
         client.state()
     );
 }
+
+#[tokio::test]
+async fn publishes_waiting_for_a_server_are_bounded() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/bayeux", listener.local_addr().unwrap());
+    drop(listener);
+    let client = builder(&url).build().unwrap();
+    let mut waiting: Vec<_> = (0..100_000).map(|n| client.publish("/x", &n)).collect();
+    let refused = client.publish("/x", &"one too many").await;
+    assert!(matches!(refused, Err(Error::Backlog(100_000))), "{refused:?}");
+    // Given-up publishes make room.
+    waiting.truncate(99_990);
+    let more = client.publish("/x", &"room again");
+    assert!(tokio::time::timeout(Duration::from_millis(200), more).await.is_err(), "it waits");
+    client.disconnect().await.unwrap();
+    assert!(matches!(waiting.pop().unwrap().await, Err(Error::Disconnected(_))));
+}
