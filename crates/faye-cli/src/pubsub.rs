@@ -33,7 +33,8 @@ pub(crate) struct Connection {
     /// a private or self-signed certificate).
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
-    /// An HTTP proxy, http://[user:password@]host:port (tunnels with CONNECT).
+    /// An HTTP proxy, http://host:port or http://user:password@host:port (tunnels
+    /// with CONNECT).
     /// Without it, HTTPS_PROXY, HTTP_PROXY and NO_PROXY apply.
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
