@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 mod config;
 mod ops;
+mod pubsub;
 mod tls;
 use config::{EngineKind, LogFormat, RedisLayout, Settings};
 
@@ -35,6 +36,13 @@ enum Command {
     /// Print a config file for `faye serve --config` with every setting, its
     /// documentation and its default.
     Config,
+    /// Subscribe to channels of any Faye or Bayeux server and print each message
+    /// as one JSON line, {"channel":...,"data":...}. Exit codes: 0 done, 1 bad
+    /// input, 2 bad usage, 3 timed out, 4 refused by the server, 5 disconnected.
+    Subscribe(Box<pubsub::SubscribeArgs>),
+    /// Publish one message, or one per line of standard input, to a channel of
+    /// any Faye or Bayeux server, in order. Exit codes as for subscribe.
+    Publish(Box<pubsub::PublishArgs>),
 }
 
 /// `faye serve`'s flags. None has a default here: a flag (or its `FAYE_*`
@@ -249,6 +257,14 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", Settings::default().to_commented_toml());
             Ok(())
         }
+        Command::Subscribe(args) => {
+            init_logs_quiet();
+            std::process::exit(pubsub::subscribe(*args).await.into())
+        }
+        Command::Publish(args) => {
+            init_logs_quiet();
+            std::process::exit(pubsub::publish(*args).await.into())
+        }
     }
 }
 
@@ -268,6 +284,12 @@ fn exit_naming_env(e: clap::Error) -> ! {
         }
     }
     e.exit()
+}
+
+/// The client commands log only what RUST_LOG asks for (default: warnings).
+fn init_logs_quiet() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// Logs to stderr, as text or JSON lines, filtered by RUST_LOG (default info).

@@ -79,7 +79,11 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
                     .max_frame_size(Some(opts.max_request_bytes));
                 let io = TokioIo::new(upgraded);
                 if let Some(agreed) = deflate {
-                    let io = DeflateIo::new(io, agreed, opts.max_request_bytes);
+                    let inflater = deflate::inflate::Inflater::new(
+                        agreed.client_no_context_takeover,
+                        opts.max_request_bytes,
+                    );
+                    let io = DeflateIo::new(io, inflater);
                     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                     run(&svc, ws, request, Some(agreed.server_window())).await;
                 } else {

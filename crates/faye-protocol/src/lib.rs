@@ -28,7 +28,7 @@ pub use codec::{
     escape_jsonp,
 };
 pub use error::{BayeuxError, ErrorCode};
-pub use message::{Message, is_truthy, js_string};
+pub use message::{Message, ReceivedMessage, is_truthy, js_string};
 
 /// The Bayeux version Faye answers in every handshake reply.
 pub const BAYEUX_VERSION: &str = "1.0";

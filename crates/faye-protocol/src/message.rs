@@ -324,3 +324,21 @@ impl Message {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
     }
 }
+
+/// A message received on a subscription: what a client hands its subscriber. The
+/// same type for the server's in-process client and the network client
+/// (`faye-client`), so code that reads deliveries moves between them unchanged.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    /// The channel it was published to (useful with wildcard subscriptions).
+    pub channel: String,
+    /// The payload, raw JSON as published.
+    pub data: Box<RawValue>,
+}
+
+impl ReceivedMessage {
+    /// The payload deserialized into `T`.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.data.get())
+    }
+}

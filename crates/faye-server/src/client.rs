@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use faye_engine::{ClientId, Engine};
+pub use faye_protocol::ReceivedMessage;
 use faye_protocol::{Channel, Message};
 use serde::Serialize;
 use serde_json::json;
-use serde_json::value::{RawValue, to_raw_value};
+use serde_json::value::to_raw_value;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -29,22 +30,6 @@ pub enum ClientError {
     /// The data could not be serialized to JSON.
     #[error("data is not serializable: {0}")]
     Data(#[from] serde_json::Error),
-}
-
-/// A message received on a subscription.
-#[derive(Debug, Clone)]
-pub struct ReceivedMessage {
-    /// The channel it was published to (useful with wildcard subscriptions).
-    pub channel: String,
-    /// The payload, raw JSON as published.
-    pub data: Box<RawValue>,
-}
-
-impl ReceivedMessage {
-    /// The payload deserialized into `T`.
-    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.data.get())
-    }
 }
 
 /// Messages arriving on one subscribed channel or pattern. Ends when the client

@@ -2,9 +2,9 @@
 //!
 //! - `negotiate`: which offer the server accepts and what it answers;
 //! - `compress`: server text messages, each on its own;
-//! - [`inflate`]: the sans-IO core that reads the client's frames and inflates its
-//!   compressed messages;
-//! - `io`: `DeflateIo`, the async adapter that feeds it from the upgraded
+//! - [`inflate`] (from the `faye-deflate` crate, which the client shares): the
+//!   sans-IO core that reads the client's frames and inflates its compressed
+//!   messages, and `DeflateIo`, the async adapter that feeds it from the upgraded
 //!   connection and hands its output to tungstenite.
 //!
 //! This module is public, but hidden, only so that the fuzz target
@@ -12,14 +12,10 @@
 //! count compressions; it is not part of the crate's API.
 
 mod compress;
-pub mod inflate;
-mod io;
 mod negotiate;
 
 pub(crate) use compress::compress;
 pub use compress::compressions_on_this_thread;
-pub(crate) use io::DeflateIo;
-pub(crate) use negotiate::{Agreed, WindowBits, negotiate};
-
-/// The trailer RFC 7692 strips from every compressed message (an empty stored block).
-const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+pub use faye_deflate::inflate;
+pub(crate) use faye_deflate::{DeflateIo, TRAILER};
+pub(crate) use negotiate::{WindowBits, negotiate};

@@ -8,17 +8,16 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::Agreed;
-use super::inflate::{Error, Inflater};
+use crate::inflate::{Error, Inflater};
 
-/// The upgraded connection as tungstenite should see it: compressed client
+/// The upgraded connection as tungstenite should see it: the peer's compressed
 /// messages arrive inflated (see [`Inflater`]). When the inflater fails, reads
 /// fail with [`io::ErrorKind::InvalidData`] once what it handed out is read, and
 /// tungstenite closes the socket as for any frame it refuses (a close frame
 /// without a code); a message over the limit makes tungstenite fail with a
 /// capacity error first, and the socket is closed with 1009.
 #[derive(Debug)]
-pub(crate) struct DeflateIo<S> {
+pub struct DeflateIo<S> {
     inner: S,
     inflater: Inflater,
     /// What tungstenite reads next, in order.
@@ -29,14 +28,9 @@ pub(crate) struct DeflateIo<S> {
 }
 
 impl<S> DeflateIo<S> {
-    /// Wraps `inner`; inflated messages may be at most `limit` bytes.
-    pub(crate) fn new(inner: S, agreed: Agreed, limit: usize) -> Self {
-        Self {
-            inner,
-            inflater: Inflater::new(agreed.client_no_context_takeover, limit),
-            ready: [Bytes::new(), Bytes::new()],
-            end: None,
-        }
+    /// Wraps `inner` to read the peer's messages with `inflater`.
+    pub fn new(inner: S, inflater: Inflater) -> Self {
+        Self { inner, inflater, ready: [Bytes::new(), Bytes::new()], end: None }
     }
 }
 
@@ -66,7 +60,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for DeflateIo<S> {
             }
             match this.inflater.poll() {
                 Ok(Some(output)) => {
-                    this.ready = output.into_wire(this.inflater.limit());
+                    this.ready = output.into_wire(this.inflater.limit(), this.inflater.role());
                     continue;
                 }
                 Ok(None) => {}

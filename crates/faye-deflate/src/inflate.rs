@@ -1,5 +1,7 @@
-//! The sans-IO core of the read side: the bytes a client sends in, what tungstenite
+//! The sans-IO core of the read side: the bytes the peer sends in, what tungstenite
 //! should read out, with every compressed message inflated into one plain frame.
+//! The text below speaks of the server reading a client, the case it was written
+//! for; [`Inflater::client`] reads a server the same way, with unmasked frames.
 //! No I/O, no async: [`Inflater::feed`] takes bytes as they come, [`Inflater::poll`]
 //! hands out [`Output`]s. The same bytes give the same outputs however they are
 //! split.
@@ -28,7 +30,7 @@ use flate2::{Decompress, FlushDecompress, Status};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use super::TRAILER;
+use crate::{Role, TRAILER};
 
 /// The most a client's deflate stream refers back (RFC 7692's largest window).
 const WINDOW: usize = 1 << 15;
@@ -100,32 +102,37 @@ impl std::error::Error for Error {}
 impl Output {
     /// The bytes the WebSocket layer reads for this output, in order: a frame
     /// header and a payload (either may be empty). An inflated message is one final
-    /// frame with RSV1 clear, masked (as a client's frame must be) with an all-zero
-    /// key, so that its payload needs no masking.
-    pub fn into_wire(self, limit: usize) -> [Bytes; 2] {
+    /// frame with RSV1 clear; read by a server (`role`), masked (as a client's frame
+    /// must be) with an all-zero key, so that its payload needs no masking.
+    pub fn into_wire(self, limit: usize, role: Role) -> [Bytes; 2] {
         match self {
             Self::Pass(bytes) => [bytes, Bytes::new()],
             Self::Message(Message { opcode, payload }) => {
-                [header(OpCode::Data(opcode), payload.len() as u64), payload]
+                [header(OpCode::Data(opcode), payload.len() as u64, role), payload]
             }
             // limit + 1 <= i64::MAX: checked before TooBig is handed out.
-            Self::TooBig => [header(OpCode::Data(Data::Text), limit as u64 + 1), Bytes::new()],
+            Self::TooBig => {
+                [header(OpCode::Data(Data::Text), limit as u64 + 1, role), Bytes::new()]
+            }
         }
     }
 }
 
-/// A final, masked frame header with an all-zero key.
-fn header(opcode: OpCode, len: u64) -> Bytes {
-    let header = FrameHeader { opcode, mask: Some([0; 4]), ..FrameHeader::default() };
+/// A final frame header: for a server to read, masked with an all-zero key.
+fn header(opcode: OpCode, len: u64, role: Role) -> Bytes {
+    let mask = (role == Role::Server).then_some([0; 4]);
+    let header = FrameHeader { opcode, mask, ..FrameHeader::default() };
     let mut out = Vec::with_capacity(header.len(len));
     // Writing to a Vec cannot fail.
     let _ = header.format(len, &mut out);
     Bytes::from(out)
 }
 
-/// The client-to-server half of a `permessage-deflate` connection.
+/// The reading half of a `permessage-deflate` connection.
 #[derive(Debug)]
 pub struct Inflater {
+    /// Whose frames it reads: a server reads masked frames.
+    role: Role,
     /// Each client message stands alone (`client_no_context_takeover`).
     no_context_takeover: bool,
     /// The most bytes of one inflated message.
@@ -168,7 +175,18 @@ impl Inflater {
     /// The read side of a connection whose client compresses each message on its
     /// own if `no_context_takeover`; inflated messages may be at most `limit` bytes.
     pub fn new(no_context_takeover: bool, limit: usize) -> Self {
+        Self::with_role(Role::Server, no_context_takeover, limit)
+    }
+
+    /// The read side of a client: the server's frames, unmasked, compressed each on
+    /// its own if `no_context_takeover` (`server_no_context_takeover`).
+    pub fn client(no_context_takeover: bool, limit: usize) -> Self {
+        Self::with_role(Role::Client, no_context_takeover, limit)
+    }
+
+    fn with_role(role: Role, no_context_takeover: bool, limit: usize) -> Self {
         Self {
+            role,
             no_context_takeover,
             limit,
             window: Vec::new(),
@@ -183,6 +201,11 @@ impl Inflater {
     /// The most bytes of one inflated message.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Which end reads with it.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// Takes bytes read from the client. Poll until `Ok(None)` before feeding more
@@ -274,17 +297,19 @@ impl Inflater {
         size: usize,
         len: u64,
     ) -> Result<Option<Output>, Error> {
+        // Clients mask their frames; servers do not.
+        let masked_right = h.mask.is_some() == (self.role == Role::Server);
         let opcode = match (h.opcode, &self.collecting) {
             // A control frame between fragments: tungstenite's to handle.
             (OpCode::Control(_), Some(_)) => None,
             (OpCode::Data(Data::Continue), Some(c))
-                if !h.rsv1 && !h.rsv2 && !h.rsv3 && h.mask.is_some() =>
+                if !h.rsv1 && !h.rsv2 && !h.rsv3 && masked_right =>
             {
                 Some(c.opcode)
             }
             (_, Some(_)) => return Err(self.fail(Error::InvalidFragment)),
             (OpCode::Data(opcode @ (Data::Text | Data::Binary)), None)
-                if h.rsv1 && !h.rsv2 && !h.rsv3 && h.mask.is_some() =>
+                if h.rsv1 && !h.rsv2 && !h.rsv3 && masked_right =>
             {
                 Some(opcode)
             }
@@ -511,7 +536,7 @@ mod tests {
 
     /// The bytes the WebSocket layer would read.
     fn wire_of(outputs: Vec<Output>, limit: usize) -> Vec<u8> {
-        outputs.into_iter().flat_map(|o| o.into_wire(limit)).flatten().collect()
+        outputs.into_iter().flat_map(|o| o.into_wire(limit, Role::Server)).flatten().collect()
     }
 
     #[test]
@@ -771,5 +796,44 @@ mod tests {
         assert!(matches!(inflater.poll(), Ok(Some(Output::Pass(_)))));
         assert_eq!(inflater.poll(), Ok(None));
         assert_eq!(inflater.input.capacity(), 0);
+    }
+
+    /// An unmasked server frame; `first` as in [`frame`].
+    fn server_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let header = FrameHeader {
+            is_final: first & 0x80 != 0,
+            rsv1: first & 0x40 != 0,
+            opcode: OpCode::from(first & 0x0f),
+            mask: None,
+            ..FrameHeader::default()
+        };
+        let mut f = Vec::new();
+        header.format(payload.len() as u64, &mut f).unwrap();
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn a_client_reads_unmasked_server_frames() {
+        let mut c = Compress::new(Compression::fast(), false);
+        let z = deflated(&mut c, b"[{\"channel\":\"/a\",\"data\":\"hello hello hello\"}]");
+        let mut wire = server_frame(0xc1, &z); // FIN, RSV1, text
+        wire.extend(server_frame(0x81, b"[]")); // plain
+        let mut inflater = Inflater::client(false, 1 << 20);
+        let (outputs, end) = run(&mut inflater, &wire, 3);
+        assert_eq!(end, Ok(()));
+        assert_eq!(outputs[0], text(b"[{\"channel\":\"/a\",\"data\":\"hello hello hello\"}]"));
+        assert_eq!(outputs[1], Output::Pass(server_frame(0x81, b"[]").into()));
+        // What tungstenite reads for it is one plain, unmasked frame.
+        let [header, payload] = outputs[0].clone().into_wire(1 << 20, Role::Client);
+        let (h, len) = FrameHeader::parse(&mut Cursor::new(&header[..])).unwrap().unwrap();
+        assert!(h.is_final && !h.rsv1 && h.mask.is_none());
+        assert_eq!(len as usize, payload.len());
+
+        // A masked compressed frame is not a server's: handed on for tungstenite
+        // to refuse.
+        let masked = frame(0xc1, &z, [1, 2, 3, 4]);
+        let (outputs, _) = run(&mut Inflater::client(false, 1 << 20), &masked, masked.len());
+        assert_eq!(outputs, [Output::Pass(masked.into())]);
     }
 }
