@@ -43,12 +43,14 @@ mod event_source;
 mod layer;
 mod long_poll;
 mod serve;
+mod status;
 mod websocket;
 mod write_timeout;
 
 pub use assets::CLIENT_JS;
 pub use layer::{Attached, FayeLayer};
 pub use serve::{ServeOptions, health, serve, serve_with};
+pub use status::{STATUS_CHANNEL, TICK as STATUS_TICK};
 
 /// The peer's address. [`serve`] adds it to each request's extensions; an app
 /// serving [`FayeService`] itself may add it too, and extensions then see it in
