@@ -146,12 +146,16 @@ var Http = class _Http {
     if (this.type === "callback-polling") {
       const name = `__jsonp${++_Http.jsonp}__`;
       const script = document.createElement("script");
-      window[name] = (replies) => finish([].concat(replies));
+      let answered = false;
       script.onload = script.onerror = () => finish();
       cleanup = () => {
         script.remove();
-        window[name] = () => {
-        };
+        if (!answered) window[name] = () => delete window[name];
+      };
+      window[name] = (replies) => {
+        answered = true;
+        delete window[name];
+        finish([].concat(replies));
       };
       script.src = `${url}${url.includes("?") ? "&" : "?"}message=${encodeURIComponent(json)}&jsonp=${name}`;
       document.head.appendChild(script);

@@ -176,11 +176,17 @@ class Http {
     if (this.type === 'callback-polling') {
       const name = `__jsonp${++Http.jsonp}__`;
       const script = document.createElement('script');
-      window[name] = (replies) => finish([].concat(replies));
+      let answered = false;
       script.onload = script.onerror = () => finish();
       cleanup = () => {
         script.remove();
-        window[name] = () => {};
+        // A late answer (after a timeout) still finds its callback, once.
+        if (!answered) window[name] = () => delete window[name];
+      };
+      window[name] = (replies) => {
+        answered = true;
+        delete window[name];
+        finish([].concat(replies));
       };
       script.src = `${url}${url.includes('?') ? '&' : '?'}message=${encodeURIComponent(json)}&jsonp=${name}`;
       document.head.appendChild(script);
