@@ -10,6 +10,10 @@
 #   cluster.test.mjs  three `faye serve --engine redis` nodes on a throwaway
 #                     redis-server: delivery across nodes, and a long-polling
 #                     client moved between nodes on every poll loses nothing
+#   client.test.mjs   faye-rs's own browser client (clients/js) in headless
+#                     Chromium against `faye serve` and Node Faye 1.4.3: every
+#                     transport, fallback, a server restart, a Faye app's page
+#                     unchanged, a 500-publish burst, the status page
 #   tls.test.mjs      the Node client over TLS (`--tls-cert`, `--tls-key`) with
 #                     the test's own CA, WebSocket and long-polling, and a
 #                     certificate replaced on disk served to new connections
@@ -29,4 +33,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
 node --test --test-reporter=spec faye.test.mjs order.test.mjs deflate.test.mjs browser.test.mjs \
-    cluster.test.mjs tls.test.mjs
+    cluster.test.mjs tls.test.mjs client.test.mjs
