@@ -63,11 +63,8 @@ pub(crate) fn serve(opts: &FayeOptions, path: &str, headers: &HeaderMap) -> Resp
         || file == "faye-browser-min.js"
         || (!mount_name.is_empty() && file.strip_suffix(".js") == Some(mount_name));
     let Some(script) = opts.client_script.as_ref().filter(|_| is_client) else {
-        let why = if is_client {
-            "No browser client is served by this server"
-        } else {
-            "Not found"
-        };
+        let why =
+            if is_client { "No browser client is served by this server" } else { "Not found" };
         return text(StatusCode::NOT_FOUND, why);
     };
     let cache = HeaderValue::from_static(CACHE_CONTROL);

@@ -250,7 +250,13 @@ pub async fn serve_with<E: Engine>(
             _ = &mut signal => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(WithPeer { faye: faye.clone(), peer, health, landing, status });
+        let service = TowerToHyperService::new(WithPeer {
+            faye: faye.clone(),
+            peer,
+            health,
+            landing,
+            status,
+        });
         let io = WriteTimeout::new(Counted::new(stream), write_timeout);
         #[cfg(feature = "tls")]
         if let Some(acceptor) = &serve_options.tls {

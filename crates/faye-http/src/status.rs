@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use faye_engine::Engine;
 use faye_protocol::Message;
 use faye_server::{BoxFuture, Event, Extension, RequestInfo, Server};
-use http::header::{self, HeaderValue};
 use http::Response;
+use http::header::{self, HeaderValue};
 use serde_json::json;
 
 use crate::{FayeBody, full};
@@ -103,7 +103,9 @@ impl Status {
             Event::Disconnect { client_id } => {
                 c.clients.remove(&client_id.to_string());
             }
-            Event::Subscribe { channel, .. } => *c.channels.entry(channel.clone()).or_default() += 1,
+            Event::Subscribe { channel, .. } => {
+                *c.channels.entry(channel.clone()).or_default() += 1
+            }
             Event::Unsubscribe { channel, .. } => {
                 if let Some(n) = c.channels.get_mut(channel) {
                     *n = n.saturating_sub(1);

@@ -115,23 +115,41 @@ async fn the_status_channel_carries_snapshots_and_refuses_others_publishes() {
     tokio::spawn(faye_http::serve_with(listener, faye(), std::future::pending(), options));
     let reply = bayeux(addr, json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]})).await;
     let id = reply[0]["clientId"].as_str().unwrap().to_owned();
-    let reply = bayeux(addr, json!({"channel":"/meta/subscribe","clientId":id,"subscription":faye_http::STATUS_CHANNEL})).await;
+    let reply = bayeux(
+        addr,
+        json!({"channel":"/meta/subscribe","clientId":id,"subscription":faye_http::STATUS_CHANNEL}),
+    )
+    .await;
     assert_eq!(reply[0]["successful"], true, "{reply}");
-    let reply = bayeux(addr, json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/chat/*"})).await;
+    let reply =
+        bayeux(addr, json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/chat/*"}))
+            .await;
     assert_eq!(reply[0]["successful"], true, "{reply}");
     let reply = bayeux(addr, json!({"channel":"/chat/a","clientId":id,"data":{"n":1}})).await;
     assert_eq!(reply[0]["successful"], true, "{reply}");
     // Nobody but the server publishes on the status channel.
-    let reply = bayeux(addr, json!({"channel":faye_http::STATUS_CHANNEL,"clientId":id,"data":{"fake":true}})).await;
+    let reply = bayeux(
+        addr,
+        json!({"channel":faye_http::STATUS_CHANNEL,"clientId":id,"data":{"fake":true}}),
+    )
+    .await;
     assert_eq!(reply[0]["successful"], false, "{reply}");
     assert_eq!(reply[0]["error"], "403:/faye-rs/status:Forbidden", "{reply}");
 
     // The connects return the snapshots published meanwhile (one per tick).
     let mut snapshot = None;
     for _ in 0..10 {
-        let reply = bayeux(addr, json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"})).await;
+        let reply = bayeux(
+            addr,
+            json!({"channel":"/meta/connect","clientId":id,"connectionType":"long-polling"}),
+        )
+        .await;
         // The first snapshot may predate the publish.
-        let found = reply.as_array().unwrap().iter().rev()
+        let found = reply
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
             .find(|m| m["channel"] == faye_http::STATUS_CHANNEL && m["data"]["published"] == 1)
             .cloned();
         if let Some(found) = found {
@@ -146,6 +164,9 @@ async fn the_status_channel_carries_snapshots_and_refuses_others_publishes() {
     // This client, and the server's own publisher (in-process).
     assert_eq!(s["clientCount"], 2, "{s}");
     assert_eq!(s["channelCount"], 2, "{s}");
-    assert!(s["channels"].as_array().unwrap().contains(&json!({"channel":"/chat/*","subscribers":1})), "{s}");
+    assert!(
+        s["channels"].as_array().unwrap().contains(&json!({"channel":"/chat/*","subscribers":1})),
+        "{s}"
+    );
     assert!(s["time"].as_u64().unwrap() > 0);
 }
