@@ -158,8 +158,8 @@ function parseReply(kind, text) {
 
 // In the page: a client of `endpoint` with `disable`d types, recording what it
 // sends and receives, subscribed to `channel` (resolves once subscribed).
-function setUp({ endpoint, disable, channel, ms }) {
-  const client = new Faye.Client(endpoint, { retry: 1 });
+function setUp({ endpoint, disable, channel, ms, options = { retry: 1 } }) {
+  const client = new Faye.Client(endpoint, options);
   for (const type of disable) client.disable(type);
   const copy = (m) => JSON.parse(JSON.stringify(m));
   const rec = { received: [], incoming: [], outgoing: [], events: [], states: [] };
@@ -460,6 +460,32 @@ describe('faye-rs browser client in headless Chromium', () => {
       await bounded(other.publish('/restart', { n: 2 }), WAIT_MS, 'the publish from Node');
       return (await page.evaluate(clientState)).received.some((d) => d.n === 2);
     }, WAIT_MS, 'message 2 after the restart');
+  });
+
+  it('reconnect() retries at once rather than after the retry interval', { timeout: 60_000 }, async () => {
+    const { endpoint, proxy } = await setUpServer('faye-rs');
+    const { page } = await openPage(`${proxy.origin}${PAGE}`, endpoint);
+    // The client waits 60 s between attempts.
+    await page.evaluate(setUp, { endpoint, disable: [], channel: '/again', ms: WAIT_MS, options: { retry: 60 } });
+    proxy.setDown(true);
+    await waitFor(async () => (await page.evaluate(clientState)).state === 'reconnecting', WAIT_MS, 'state reconnecting');
+    await sleep(500);
+    proxy.setDown(false);
+    await sleep(1500);
+    const waiting = await page.evaluate(clientState);
+    assert.equal(waiting.state, 'reconnecting', `still waiting for the retry interval: ${JSON.stringify(waiting.states)}`);
+    await page.evaluate(() => window.__t.client.reconnect());
+    const s = await waitFor(async () => {
+      const state = await page.evaluate(clientState);
+      return state.state === 'connected' && state;
+    }, WAIT_MS, 'connected again well before the 60 s retry');
+    assert.equal(s.states.at(-1), 'connected', JSON.stringify(s.states));
+    // And it works: a message published now arrives.
+    const other = nodeClient(endpoint, cleanups);
+    await waitFor(async () => {
+      await bounded(other.publish('/again', { n: 1 }), WAIT_MS, 'the publish from Node');
+      return (await page.evaluate(clientState)).received.length > 0;
+    }, WAIT_MS, 'a message after reconnect()');
   });
 
   it("a Faye app's page works unchanged with faye-rs's client in place of Faye's bundle", { timeout: 60_000 }, async () => {

@@ -11,8 +11,9 @@ import net from 'node:net';
 // { type, body }. Resolves { origin, upgrades, blockWebSockets(), breakWebSockets(), close() }.
 export function startProxy(targetPort, pages = {}) {
   const sockets = new Set();
-  const state = { allowUpgrades: true, upgrades: 0, refused: 0 };
+  const state = { allowUpgrades: true, upgrades: 0, refused: 0, down: false };
   const server = http.createServer((req, res) => {
+    if (state.down) return req.socket.destroy();
     const page = pages[new URL(req.url, 'http://x').pathname];
     if (page) {
       res.writeHead(200, { 'Content-Type': page.type, 'Cache-Control': 'no-store' });
@@ -31,7 +32,7 @@ export function startProxy(targetPort, pages = {}) {
     req.pipe(upstream);
   });
   server.on('upgrade', (req, socket, head) => {
-    if (!state.allowUpgrades) {
+    if (!state.allowUpgrades || state.down) {
       state.refused++;
       return socket.destroy();
     }
@@ -64,6 +65,17 @@ export function startProxy(targetPort, pages = {}) {
       // Later upgrades are refused (the socket is closed before any answer).
       blockWebSockets() { state.allowUpgrades = false; },
       allowWebSockets() { state.allowUpgrades = true; },
+      // Down: every connection is cut and every request refused, as if the
+      // server were unreachable; up again: as before.
+      setDown(down) {
+        state.down = down;
+        if (!down) return;
+        for (const { socket, up } of [...sockets]) {
+          socket.destroy();
+          up.destroy();
+        }
+        server.closeAllConnections();
+      },
       // Cuts every WebSocket carried now, and refuses later ones.
       breakWebSockets() {
         state.allowUpgrades = false;
