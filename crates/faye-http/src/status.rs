@@ -269,7 +269,7 @@ mod tests {
         let status = Status { counts: Mutex::default() };
         let id = faye_protocol::ClientId::from_random_bytes([1; 20]);
         for channel in ["/chat/room", "/chat/*", "/other"] {
-            status.event(&Event::Subscribe { client_id: id.clone(), channel: channel.into() });
+            status.event(&Event::Subscribe { client_id: id, channel: channel.into() });
         }
         let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
         let publish = |channel: &str| Event::Publish {
