@@ -573,6 +573,7 @@ describe('faye-rs browser client in headless Chromium', () => {
     const clients = await page.$$eval('#clients tr', (rows) => rows.map((r) => r.textContent));
     assert.ok(clients.includes('websocket1'), `this page by websocket: ${clients}`);
     assert.ok(clients.includes('long-polling1'), `the publisher by long-polling: ${clients}`);
+    assert.ok(clients.includes('in-process1'), `the server's own publisher of snapshots: ${clients}`);
     const channels = await page.$$eval('#channels tr', (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)));
     assert.deepEqual(channels.find(([c]) => c === '/faye-rs/status'), ['/faye-rs/status', '1']);
     assert.deepEqual(errors, []);
