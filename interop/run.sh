@@ -15,6 +15,10 @@
 #                     delivery and wildcards across the kinds, sessions moving
 #                     between them, a rolling migration behind a load balancer,
 #                     and expired clients collected by the other kind
+#   client.test.mjs   faye-rs's own browser client (clients/js) in headless
+#                     Chromium against `faye serve` and Node Faye 1.4.3: every
+#                     transport, fallback, a server restart, a Faye app's page
+#                     unchanged, a 500-publish burst, the status page
 #   tls.test.mjs      the Node client over TLS (`--tls-cert`, `--tls-key`) with
 #                     the test's own CA, WebSocket and long-polling, and a
 #                     certificate replaced on disk served to new connections
@@ -34,4 +38,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
 node --test --test-reporter=spec faye.test.mjs order.test.mjs deflate.test.mjs browser.test.mjs \
-    cluster.test.mjs migration.test.mjs tls.test.mjs
+    cluster.test.mjs migration.test.mjs tls.test.mjs client.test.mjs

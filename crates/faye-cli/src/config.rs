@@ -241,9 +241,13 @@ settings! {
     [""] timeout: f64 = 60.0, example "";
     /// Seconds between WebSocket pings (none by default).
     [""] ping: Option<f64> = None, example "25.0";
-    /// A browser client served at MOUNT/client.js and MOUNT.js, e.g. npm faye's
-    /// client/faye-browser-min.js.
+    /// Another browser client to serve at MOUNT/client.js and MOUNT.js instead of
+    /// faye-rs's own (served by default), e.g. npm faye's client/faye-browser-min.js.
     [""] client_js: Option<PathBuf> = None, example "\"faye-browser-min.js\"";
+    /// Serve a live status page at /status: clients by connection type, channels
+    /// and subscriber counts, messages per second. Anyone who can reach the
+    /// server can see it.
+    [""] status_page: bool = false, example "";
     /// Origins whose pages may use the server (default: any, as Faye): others
     /// get no CORS headers, and 403 for WebSocket, EventSource and JSON-P.
     [""] allowed_origins: Option<Vec<String>> = None, example "[\"https://app.example.com\"]";

@@ -79,10 +79,16 @@ struct ServeArgs {
     /// Largest request body or WebSocket message, in bytes (default 1 MiB).
     #[arg(long, env = "FAYE_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
-    /// A browser client to serve at MOUNT/client.js and MOUNT.js, e.g. npm faye's
+    /// Another browser client to serve at MOUNT/client.js and MOUNT.js instead of
+    /// faye-rs's own (served by default), e.g. npm faye's
     /// client/faye-browser-min.js.
     #[arg(long, env = "FAYE_CLIENT_JS")]
     client_js: Option<PathBuf>,
+    /// Serve a live status page at /status (linked from the page at /): clients by
+    /// connection type, channels and their subscriber counts, messages per second.
+    /// Anyone who can reach the server can see it (off by default).
+    #[arg(long, env = "FAYE_STATUS_PAGE", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    status_page: Option<bool>,
     /// Origins whose pages may use the server, comma-separated (default: any, as
     /// Faye): others get no CORS headers, and 403 for WebSocket, EventSource and
     /// JSON-P. List this server's own origin too.
@@ -209,6 +215,7 @@ impl ServeArgs {
             max_clients => max_clients, max_handshakes_per_request => max_handshakes_per_request,
             max_batch => max_batch, order_wait => order_wait, write_timeout => write_timeout,
             http2 => http2, websocket_deflate => websocket_deflate, engine => engine,
+            status_page => status_page,
             redis_url => url, redis_cluster => cluster, redis_layout => layout,
             drain_timeout => drain_timeout, log_format => format,
         );
@@ -413,7 +420,11 @@ async fn serve_with<E: Engine>(engine: E, kind: &str, args: Settings) -> anyhow:
     }
     let mount = options.get_mount().to_owned();
     let drain = seconds(args.drain_timeout, "drain-timeout")?;
-    let mut serve_options = ServeOptions::default().health(true).drain_timeout(drain);
+    let mut serve_options = ServeOptions::default()
+        .health(true)
+        .landing_page(true)
+        .status_page(args.status_page)
+        .drain_timeout(drain);
     let scheme = match (args.cert, args.key) {
         (Some(cert), Some(key)) => {
             serve_options = serve_options.tls(tls::acceptor(cert, key)?);

@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run -p faye-http --example axum_app
 //! # optional: serve the official browser client at /node/myapp/faye/client.js
+//! # instead of faye-rs's own
 //! FAYE_CLIENT_JS=interop/node_modules/faye/client/faye-browser-min.js cargo run -p faye-http --example axum_app
 //! ```
 //! Then open http://127.0.0.1:8000/ in two tabs and chat.

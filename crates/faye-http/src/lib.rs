@@ -43,11 +43,14 @@ mod event_source;
 mod layer;
 mod long_poll;
 mod serve;
+mod status;
 mod websocket;
 mod write_timeout;
 
+pub use assets::CLIENT_JS;
 pub use layer::{Attached, FayeLayer};
 pub use serve::{ServeOptions, health, serve, serve_with};
+pub use status::{STATUS_CHANNEL, TICK as STATUS_TICK};
 
 /// The peer's address. [`serve`] adds it to each request's extensions; an app
 /// serving [`FayeService`] itself may add it too, and extensions then see it in
@@ -97,7 +100,7 @@ impl Default for FayeOptions {
             write_timeout: Duration::from_secs(30),
             http2: false,
             allowed_origins: None,
-            client_script: None,
+            client_script: Some(assets::ClientScript::embedded()),
             websocket_deflate: false,
         }
     }
@@ -183,11 +186,19 @@ impl FayeOptions {
         self
     }
 
-    /// The browser client served at `<mount>/client.js` and `<mount>.js` (for
-    /// example npm `faye`'s `client/faye-browser-min.js`). Without one those paths
-    /// answer 404 with a reason.
+    /// Another browser client to serve at `<mount>/client.js` and `<mount>.js`
+    /// (for example npm `faye`'s `client/faye-browser-min.js`) instead of
+    /// faye-rs's own, [`CLIENT_JS`], served by default. Either is served with an
+    /// `ETag` and `Cache-Control: public, no-cache` (caches revalidate, and get a
+    /// `304` while it is unchanged).
     pub fn client_script(mut self, script: impl Into<Bytes>) -> Self {
         self.client_script = Some(assets::ClientScript::new(script.into()));
+        self
+    }
+
+    /// Serves no browser client: `<mount>/client.js` and `<mount>.js` answer 404.
+    pub fn without_client_script(mut self) -> Self {
+        self.client_script = None;
         self
     }
 

@@ -20,6 +20,8 @@ use crate::{FayeBody, FayeService, RemoteAddr, text};
 pub struct ServeOptions {
     drain_timeout: Duration,
     health: bool,
+    landing_page: bool,
+    status_page: bool,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -27,7 +29,10 @@ pub struct ServeOptions {
 impl std::fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("ServeOptions");
-        d.field("drain_timeout", &self.drain_timeout).field("health", &self.health);
+        d.field("drain_timeout", &self.drain_timeout)
+            .field("health", &self.health)
+            .field("landing_page", &self.landing_page)
+            .field("status_page", &self.status_page);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls.is_some());
         d.finish()
@@ -39,6 +44,8 @@ impl Default for ServeOptions {
         Self {
             drain_timeout: Duration::from_secs(10),
             health: false,
+            landing_page: false,
+            status_page: false,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -60,6 +67,27 @@ impl ServeOptions {
     /// reason otherwise), outside the Bayeux mount; see [`health`]. Off by default.
     pub fn health(mut self, on: bool) -> Self {
         self.health = on;
+        self
+    }
+
+    /// Answers `/` (outside a mount other than `/`) with a short HTML page naming
+    /// the endpoint, the browser client, the health checks and, when on, the
+    /// status page. Off by default.
+    pub fn landing_page(mut self, on: bool) -> Self {
+        self.landing_page = on;
+        self
+    }
+
+    /// Serves a live status page at `/status`: clients by connection type,
+    /// channels and their subscriber counts, and messages in and out per second
+    /// as a chart, updated twice a second. The page runs faye-rs's browser client
+    /// (so the server must serve it, as it does by default); the server publishes
+    /// its numbers on [`STATUS_CHANNEL`](crate::STATUS_CHANNEL) while someone is
+    /// subscribed, and anyone who can reach the server can subscribe (see
+    /// `docs/security.md`). It installs a server extension, so deliveries leave
+    /// the no-extension fast path. Off by default.
+    pub fn status_page(mut self, on: bool) -> Self {
+        self.status_page = on;
         self
     }
 
@@ -100,11 +128,19 @@ struct WithPeer<E: Engine> {
     faye: FayeService<E>,
     peer: std::net::SocketAddr,
     health: bool,
+    landing: bool,
+    status: bool,
 }
 
 impl<E: Engine> Clone for WithPeer<E> {
     fn clone(&self) -> Self {
-        Self { faye: self.faye.clone(), peer: self.peer, health: self.health }
+        Self {
+            faye: self.faye.clone(),
+            peer: self.peer,
+            health: self.health,
+            landing: self.landing,
+            status: self.status,
+        }
     }
 }
 
@@ -125,11 +161,21 @@ impl<E: Engine> tower_service::Service<Request<hyper::body::Incoming>> for WithP
     fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
         req.extensions_mut().insert(RemoteAddr(self.peer));
         let mut faye = self.faye.clone();
-        let health = self.health;
+        let (health, landing, status) = (self.health, self.landing, self.status);
         Box::pin(async move {
             if health && let Some(res) = self::health(&faye, &req).await {
                 return Ok(res);
             }
+            let mount = faye.shared.options.get_mount();
+            let path = req.uri().path();
+            let page = req.method() == http::Method::GET || req.method() == http::Method::HEAD;
+            if page && status && path == "/status" {
+                return Ok(crate::status::status_page(mount));
+            }
+            if page && landing && mount != "/" && path == "/" {
+                return Ok(crate::status::landing_page(mount, status));
+            }
+
             tower_service::Service::call(&mut faye, req).await
         })
     }
@@ -184,6 +230,10 @@ pub async fn serve_with<E: Engine>(
     let (h1, h2) = (builder.clone().http1_only(), builder.clone().http2_only());
     let write_timeout = options.write_timeout;
     let health = serve_options.health;
+    let (landing, status) = (serve_options.landing_page, serve_options.status_page);
+    if status {
+        crate::status::start(faye.server());
+    }
     let graceful = GracefulShutdown::new();
     let mut signal = std::pin::pin!(signal);
     loop {
@@ -200,7 +250,13 @@ pub async fn serve_with<E: Engine>(
             _ = &mut signal => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(WithPeer { faye: faye.clone(), peer, health });
+        let service = TowerToHyperService::new(WithPeer {
+            faye: faye.clone(),
+            peer,
+            health,
+            landing,
+            status,
+        });
         let io = WriteTimeout::new(Counted::new(stream), write_timeout);
         #[cfg(feature = "tls")]
         if let Some(acceptor) = &serve_options.tls {

@@ -239,10 +239,28 @@ async fn websocket_pings_at_the_configured_interval() {
 
 #[tokio::test]
 async fn client_js_is_served_with_a_validator_or_refused_with_a_reason() {
+    // By default, faye-rs's own client (the committed build of clients/js).
     let (addr, _faye) = start(FayeOptions::default()).await;
+    for path in ["/bayeux/client.js", "/bayeux.js"] {
+        let reply = request(addr, &format!("GET {path}"), &[], "").await;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.body, faye_http::CLIENT_JS, "{path}");
+        assert!(reply.body_str().starts_with("/* faye-rs browser client "));
+        assert!(reply.body_str().contains("var Faye="));
+        assert_eq!(reply.header("content-type"), Some("text/javascript; charset=utf-8"));
+        assert_eq!(reply.header("cache-control"), Some("public, no-cache"));
+        let etag = reply.header("etag").unwrap().to_owned();
+        let again = request(addr, &format!("GET {path}"), &[("If-None-Match", &etag)], "").await;
+        assert_eq!((again.status, again.body_str()), (304, ""), "{path}");
+        assert_eq!(again.header("etag"), Some(etag.as_str()));
+        let other = request(addr, &format!("GET {path}"), &[("If-None-Match", "\"x\"")], "").await;
+        assert_eq!(other.status, 200, "{path}");
+    }
+
+    let (addr, _faye) = start(FayeOptions::default().without_client_script()).await;
     let reply = request(addr, "GET /bayeux/client.js", &[], "").await;
     assert_eq!(reply.status, 404);
-    assert!(reply.body_str().contains("--client-js"), "{}", reply.body_str());
+    assert!(reply.body_str().contains("No browser client"), "{}", reply.body_str());
 
     let (addr, _faye) = start(FayeOptions::default().client_script("var Faye = 1;")).await;
     for path in ["/bayeux/client.js", "/bayeux.js", "/bayeux/faye-browser-min.js"] {
