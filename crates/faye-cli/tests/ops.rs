@@ -538,7 +538,19 @@ async fn metrics_count_connections_and_bytes() {
         let head: usize = res.headers.iter().map(|(n, v)| n.len() + 2 + v.len() + 2).sum();
         received += "HTTP/1.1 200 OK\r\n".len() + head + 2 + res.body.len();
     }
-    let scraped = node.scrape().await;
+    // A write is counted just after the kernel took it, so the client can read a
+    // reply a moment before its bytes are counted (a preempted server thread,
+    // on a busy machine): wait for the count, then check it is exact.
+    let start = Instant::now();
+    let scraped = loop {
+        let scraped = node.scrape().await;
+        let sent_total =
+            scraped.iter().find(|(n, _)| n == "faye_http_bytes_sent_total").map(|(_, v)| *v);
+        if sent_total >= Some(received as f64) || start.elapsed() > QUICK {
+            break scraped;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let value = |name: &str| scraped.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
     assert_eq!(value("faye_http_connections"), Some(1.0));
     assert_eq!(value("faye_http_bytes_received_total"), Some(sent as f64));
