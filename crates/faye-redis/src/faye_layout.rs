@@ -75,7 +75,7 @@ const GC_BATCH: usize = 100;
 ///   carry it, and keeps a long-poll answer until the client's next connect
 ///   (under `ns/faye-rs/`), so that the same connect asking again gets it again.
 /// - A publish is one script: the union of the subscriber sets, and per live
-///   recipient `RPUSH` and a notification, inside Redis, [`FAN_OUT_CHUNK`]
+///   recipient `RPUSH` and a notification, inside Redis, 1,000
 ///   recipients per script. A client whose queue grows past the server's
 ///   `max_queue` is destroyed (a Node client is too: its next request is told to
 ///   handshake again).
