@@ -1,10 +1,15 @@
 //! Persistent sockets (WebSocket; later EventSource): the client a socket carries
 //! is bound by a validated `/meta/connect` on it, and deliveries are pushed.
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::Duration;
 
 use faye_engine::{ClientId, EncodedMessage, Engine};
 use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::binding::Binding;
@@ -39,6 +44,11 @@ pub struct Socket<E: Engine> {
     rebound: Notify,
     /// The connect held on this socket, cancelled when a newer one replaces it.
     held: Mutex<CancellationToken>,
+    /// When a quiet socket next checks that its client still exists: one timer
+    /// for the socket's life, moved only when it fires, so that a push (each
+    /// push is a new `next_push`) does not arm and cancel a timer of its own.
+    /// Made at the first wait (a socket may be made outside a runtime).
+    quiet: Mutex<Option<Pin<Box<Sleep>>>>,
     /// Counts the socket in `faye_sockets` while it lives.
     _open: crate::metrics::OpenSocket,
 }
@@ -64,6 +74,7 @@ impl<E: Engine> Socket<E> {
             binding: Mutex::new(None),
             rebound: Notify::new(),
             held: Mutex::new(CancellationToken::new()),
+            quiet: Mutex::new(None),
         }
     }
 
@@ -138,6 +149,20 @@ impl<E: Engine> Socket<E> {
         self.binding().as_ref().map(|(id, _)| *id)
     }
 
+    /// Completes when the socket's check timer fires, and sets it `timeout` on.
+    async fn quiet_elapsed(&self, timeout: Duration) {
+        std::future::poll_fn(|cx| {
+            let mut quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
+            let quiet = quiet.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if quiet.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            quiet.as_mut().reset(Instant::now() + timeout);
+            Poll::Ready(())
+        })
+        .await;
+    }
+
     /// Waits until there is something to push. Once the engine has handed over the
     /// client's messages they exist only in this future: poll it to completion rather
     /// than dropping it (keep it across `select!` turns).
@@ -187,8 +212,8 @@ impl<E: Engine> Socket<E> {
                 // The client's end normally arrives as an engine event; one that never
                 // does (the client was destroyed between `attach` finding it and the
                 // binding, or by another server sharing the engine) would leave the
-                // socket open forever, so a quiet socket checks.
-                _ = tokio::time::sleep(timeout) => {
+                // socket open forever, so a socket checks every timeout.
+                () = self.quiet_elapsed(timeout) => {
                     if let Ok(false) = self.server.engine().client_exists(&client).await {
                         return Push::Closed;
                     }
