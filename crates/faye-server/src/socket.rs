@@ -44,7 +44,7 @@ pub struct Socket<E: Engine> {
     rebound: Notify,
     /// The connect held on this socket, cancelled when a newer one replaces it.
     held: Mutex<CancellationToken>,
-    /// When a quiet socket next checks that its client still exists: one timer
+    /// When the socket next checks that its client still exists: one timer
     /// for the socket's life, moved only when it fires, so that a push (each
     /// push is a new `next_push`) does not arm and cancel a timer of its own.
     /// Made at the first wait (a socket may be made outside a runtime).
