@@ -223,7 +223,8 @@ impl ServeArgs {
             ping => ping, client_js => client_js, allowed_origins => allowed_origins,
             max_publishes_per_second => max_publishes_per_second,
             max_publish_bytes_per_second => max_publish_bytes_per_second,
-            redis_ca_cert => ca_cert, redis_namespace => namespace, metrics_addr => addr, tls_cert => cert, tls_key => key,
+            redis_ca_cert => ca_cert, redis_namespace => namespace, metrics_addr => addr,
+            tls_cert => cert, tls_key => key,
         );
         Ok(s)
     }
