@@ -162,11 +162,11 @@ impl Drop for Inner {
     }
 }
 
-/// A publish waiting in the lane: its channel keys, its JSON, and where its
+/// A publish waiting in the lane: its channel keys, its message, and where its
 /// outcome goes (the recipients whose queue overflowed).
 struct Publish {
     keys: Vec<String>,
-    json: Vec<u8>,
+    message: EncodedMessage,
     done: oneshot::Sender<Result<Vec<String>, EngineError>>,
 }
 
@@ -729,7 +729,7 @@ impl Inner {
                 for key in &p.keys {
                     invocation.key(key);
                 }
-                self.publish_args(&mut invocation, &p.json);
+                self.publish_args(&mut invocation, p.message.json());
                 invocation
             })
             .collect();
@@ -940,7 +940,7 @@ impl Engine for FayeRedisEngine {
         // when this future is first polled (see `Engine::publish`).
         let keys = channel.expand().iter().map(|name| inner.keys.subscribers(name)).collect();
         let (done, outcome) = oneshot::channel();
-        let publish = Publish { keys, json: message.json().to_vec(), done };
+        let publish = Publish { keys, message, done };
         inner.lane.send(publish).map_err(|_| EngineError::Shutdown)?;
         let over = outcome.await.map_err(|_| EngineError::Shutdown)??;
         for id in over.iter().filter_map(|id| ClientId::parse(id)) {
