@@ -19,7 +19,7 @@ import faye from 'faye';
 import { chromium } from 'playwright-core';
 import {
   FAYE_BIN, FAYE_BROWSER_JS, SERVER_TIMEOUT, bounded, freePort, sleep, startNodeFaye,
-  startPageServer, startServer, waitFor,
+  recordWire, startPageServer, startServer, waitFor,
 } from './helpers.mjs';
 import { startProxy } from './proxy.mjs';
 
@@ -69,84 +69,6 @@ function nodeClient(url, cleanups) {
 
 const html = (script, body = '') => '<!doctype html><meta charset="utf-8"><title>test</title>' +
   `<script src="${script}"></script>${body}`;
-
-// Records the client's traffic to `endpoint` as Chromium saw it.
-async function recordWire(context, page, endpoint) {
-  const wire = { requests: [], sockets: [], events: [], pending: new Set() };
-  const entries = new Map();
-  const base = new URL(endpoint);
-  page.on('request', (request) => {
-    const url = new URL(request.url());
-    if (url.origin !== base.origin || !url.pathname.startsWith(base.pathname)) return;
-    if (url.pathname.endsWith('.js')) return;
-    const entry = classify(request, url);
-    wire.requests.push(entry);
-    entries.set(request, entry);
-  });
-  page.on('requestfinished', (request) => {
-    const entry = entries.get(request);
-    if (!entry) return;
-    const done = (async () => {
-      entry.headers = await request.allHeaders();
-      const response = await request.response();
-      const text = await response.text();
-      entry.response = { status: response.status(), headers: await response.allHeaders(), messages: parseReply(entry.kind, text) };
-    })().catch((error) => { entry.error = String(error?.message ?? error); });
-    wire.pending.add(done);
-    done.finally(() => wire.pending.delete(done));
-  });
-  page.on('websocket', (socket) => {
-    const entry = { url: socket.url(), sent: [], received: [] };
-    wire.sockets.push(entry);
-    socket.on('framesent', ({ payload }) => entry.sent.push([].concat(JSON.parse(payload))));
-    socket.on('framereceived', ({ payload }) => entry.received.push([].concat(JSON.parse(payload))));
-  });
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('Network.enable');
-  cdp.on('Network.eventSourceMessageReceived', ({ data }) => wire.events.push([].concat(JSON.parse(data))));
-
-  wire.messages = (kind, direction) => {
-    if (kind === 'ws') return wire.sockets.flatMap((s) => (direction === 'out' ? s.sent : s.received).flat());
-    if (kind === 'es') return direction === 'out' ? [] : wire.events.flat();
-    return wire.requests.filter((r) => r.kind === kind)
-      .flatMap((r) => (direction === 'out' ? r.sent : r.response?.messages ?? []));
-  };
-  wire.used = (kind) => (kind === 'ws' ? wire.sockets.length > 0 : wire.requests.some((r) => r.kind === kind));
-  wire.settle = () => Promise.all([...wire.pending]);
-  wire.describe = () => JSON.stringify({
-    requests: wire.requests.map(({ kind, method, url, sent, response }) =>
-      ({ kind, method, url: url.slice(0, 160), sent, status: response?.status, received: response?.messages })),
-    sockets: wire.sockets, events: wire.events,
-  }).slice(0, 12000);
-  return wire;
-}
-
-function classify(request, url) {
-  const method = request.method();
-  const headers = request.headers();
-  const entry = { method, url: request.url(), sent: [], headers };
-  const body = request.postData() ?? '';
-  if (method === 'GET' && (headers.accept ?? '').includes('text/event-stream')) entry.kind = 'es';
-  else if (method === 'GET' && url.searchParams.has('jsonp')) {
-    entry.kind = 'jsonp';
-    entry.sent = [].concat(JSON.parse(url.searchParams.get('message')));
-  } else if (method === 'POST' && (headers['content-type'] ?? '').startsWith('application/json')) {
-    entry.kind = 'xhr';
-    entry.sent = [].concat(JSON.parse(body));
-  } else if (method === 'POST' && body.startsWith('message=')) {
-    entry.kind = 'cors';
-    entry.sent = [].concat(JSON.parse(new URLSearchParams(body).get('message')));
-  } else entry.kind = 'other';
-  return entry;
-}
-
-function parseReply(kind, text) {
-  if (kind === 'jsonp') {
-    const match = /^\/\*\*\/[\w$.]+\(([\s\S]*)\);$/.exec(text);
-    return match ? [].concat(JSON.parse(match[1])) : [];
-  }
-  try { return [].concat(JSON.parse(text)); } catch { return []; }
-}
 
 // In the page: a client of `endpoint` with `disable`d types, recording what it
 // sends and receives, subscribed to `channel` (resolves once subscribed).

@@ -429,3 +429,116 @@ export async function startNodeFaye({ timeout = SERVER_TIMEOUT, redisPort, gc = 
   const [, url, port] = server.match;
   return { ...server, url, port: Number(port) };
 }
+
+// Records the client's traffic as Chromium saw it: every request to the Faye
+// endpoint (classified into a wire kind, with the Bayeux messages it carried
+// and, once finished, the messages in its response), WebSocket frames, and
+// EventSource messages (through the DevTools protocol, which Playwright does
+// not expose otherwise).
+export async function recordWire(context, page, endpoint) {
+  const wire = {
+    requests: [],   // { kind, method, url, headers, body, sent: [messages], response? }
+    sockets: [],    // { url, sent: [[messages]], received: [[messages]] }
+    events: [],     // EventSource messages: [[messages]]
+    failures: [],   // requests that failed: 'METHOD url: error'
+    pending: new Set(),
+  };
+  const entries = new Map(); // Playwright Request -> entry
+
+  page.on('request', (request) => {
+    const url = new URL(request.url());
+    const base = new URL(endpoint);
+    if (url.origin !== base.origin || !url.pathname.startsWith(base.pathname)) return;
+    if (url.pathname.endsWith('.js')) return; // client.js
+    const entry = classify(request, url);
+    entry.headers = request.headers(); // provisional; replaced by allHeaders() once finished
+    wire.requests.push(entry);
+    entries.set(request, entry);
+  });
+  // Responses are read once complete (a held /meta/connect may never be).
+  page.on('requestfinished', (request) => {
+    const entry = entries.get(request);
+    if (!entry) return;
+    const done = (async () => {
+      entry.headers = await request.allHeaders();
+      const response = await request.response();
+      const text = await response.text();
+      entry.response = {
+        status: response.status(),
+        headers: await response.allHeaders(),
+        text,
+        messages: parseReply(entry.kind, text),
+      };
+    })().catch((error) => { entry.error = String(error?.message ?? error); });
+    wire.pending.add(done);
+    done.finally(() => wire.pending.delete(done));
+  });
+  page.on('requestfailed', (request) => {
+    wire.failures.push(`${request.method()} ${request.url()}: ${request.failure()?.errorText}`);
+  });
+
+  page.on('websocket', (socket) => {
+    const entry = { url: socket.url(), sent: [], received: [] };
+    wire.sockets.push(entry);
+    socket.on('framesent', ({ payload }) => entry.sent.push([].concat(JSON.parse(payload))));
+    socket.on('framereceived', ({ payload }) => entry.received.push([].concat(JSON.parse(payload))));
+  });
+
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  cdp.on('Network.eventSourceMessageReceived', ({ data }) => {
+    wire.events.push([].concat(JSON.parse(data)));
+  });
+
+  // Messages sent (`out`) or received (`in`) by wire `kind`.
+  wire.messages = (kind, direction) => {
+    if (kind === 'ws') {
+      return wire.sockets.flatMap((s) => (direction === 'out' ? s.sent : s.received).flat());
+    }
+    if (kind === 'es') return direction === 'out' ? [] : wire.events.flat();
+    return wire.requests.filter((r) => r.kind === kind)
+      .flatMap((r) => (direction === 'out' ? r.sent : r.response?.messages ?? []));
+  };
+  wire.used = (kind) => (kind === 'ws' ? wire.sockets.length > 0
+    : kind === 'es' ? wire.requests.some((r) => r.kind === 'es')
+      : wire.requests.some((r) => r.kind === kind));
+  wire.settle = () => Promise.all([...wire.pending]);
+  wire.describe = () => JSON.stringify({
+    requests: wire.requests.map(({ kind, method, url, sent, response }) =>
+      ({ kind, method, url: url.slice(0, 200), sent, status: response?.status, received: response?.messages })),
+    sockets: wire.sockets, events: wire.events, failures: wire.failures,
+  }).slice(0, 20000);
+  return wire;
+}
+
+// The wire kind of a request to the endpoint, and the messages it sends.
+function classify(request, url) {
+  const method = request.method();
+  const headers = request.headers();
+  const entry = { method, url: request.url(), sent: [] };
+  const body = request.postData() ?? '';
+  if (method === 'GET' && (headers.accept ?? '').includes('text/event-stream')) {
+    entry.kind = 'es';
+  } else if (method === 'GET' && url.searchParams.has('jsonp')) {
+    entry.kind = 'jsonp';
+    entry.sent = [].concat(JSON.parse(url.searchParams.get('message')));
+  } else if (method === 'POST' && (headers['content-type'] ?? '').startsWith('application/json')) {
+    entry.kind = 'xhr';
+    entry.sent = [].concat(JSON.parse(body));
+  } else if (method === 'POST' && body.startsWith('message=')) {
+    entry.kind = 'cors';
+    entry.sent = [].concat(JSON.parse(new URLSearchParams(body).get('message')));
+  } else {
+    entry.kind = 'other';
+  }
+  return entry;
+}
+
+// Bayeux messages in a response body: JSON for POST, `/**/cb([...]);` for JSON-P.
+function parseReply(kind, text) {
+  if (kind === 'jsonp') {
+    const match = /^\/\*\*\/[\w$.]+\(([\s\S]*)\);$/.exec(text);
+    return match ? [].concat(JSON.parse(match[1])) : [];
+  }
+  try { return [].concat(JSON.parse(text)); } catch { return []; }
+}
