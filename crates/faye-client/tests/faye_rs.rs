@@ -6,20 +6,8 @@ use common::RustServer;
 use common::scenarios::*;
 use faye_client::TransportKind::{LongPolling, WebSocket};
 
-macro_rules! each_transport {
-    ($($name:ident => $scenario:ident),* $(,)?) => {
-        mod websocket {
-            use super::*;
-            $(#[tokio::test] async fn $name() { $scenario(&RustServer::start().await, WebSocket).await; })*
-        }
-        mod long_polling {
-            use super::*;
-            $(#[tokio::test] async fn $name() { $scenario(&RustServer::start().await, LongPolling).await; })*
-        }
-    };
-}
-
 each_transport! {
+    RustServer::start().await;
     subscribe_publish_and_wildcards => pubsub_and_wildcards,
     several_subscriptions_share_one_meta_subscribe => one_meta_subscribe_per_channel,
     extensions_and_headers_reach_the_server => extensions_and_headers,

@@ -7,20 +7,8 @@ use common::NodeServer;
 use common::scenarios::*;
 use faye_client::TransportKind::{LongPolling, WebSocket};
 
-macro_rules! each_transport {
-    ($($name:ident => $scenario:ident),* $(,)?) => {
-        mod websocket {
-            use super::*;
-            $(#[tokio::test] async fn $name() { $scenario(&NodeServer::start(false).await, WebSocket).await; })*
-        }
-        mod long_polling {
-            use super::*;
-            $(#[tokio::test] async fn $name() { $scenario(&NodeServer::start(false).await, LongPolling).await; })*
-        }
-    };
-}
-
 each_transport! {
+    NodeServer::start(false).await;
     subscribe_publish_and_wildcards => pubsub_and_wildcards,
     several_subscriptions_share_one_meta_subscribe => one_meta_subscribe_per_channel,
     extensions_and_headers_reach_the_server => extensions_and_headers,

@@ -5,6 +5,22 @@
 
 pub mod scenarios;
 
+/// Declares one test per scenario and transport, each on a fresh server made
+/// by `$server` (an async expression).
+#[macro_export]
+macro_rules! each_transport {
+    ($server:expr; $($name:ident => $scenario:ident),* $(,)?) => {
+        mod websocket {
+            use super::*;
+            $(#[tokio::test] async fn $name() { $scenario(&$server, WebSocket).await; })*
+        }
+        mod long_polling {
+            use super::*;
+            $(#[tokio::test] async fn $name() { $scenario(&$server, LongPolling).await; })*
+        }
+    };
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
