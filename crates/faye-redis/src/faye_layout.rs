@@ -38,6 +38,7 @@ use faye_engine::{
 };
 use faye_protocol::Message;
 use futures_util::StreamExt as _;
+use redis::aio::PubSub;
 use redis::{RedisError, Script, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -145,6 +146,9 @@ struct Inner {
     ctx: OnceLock<EngineContext>,
     lane: mpsc::UnboundedSender<Publish>,
     lane_rx: Mutex<Option<mpsc::UnboundedReceiver<Publish>>>,
+    /// The notification subscription `connect` made, until `start` listens on it:
+    /// a notification sent once `connect` has returned is not missed.
+    pubsub: Mutex<Option<PubSub>>,
     /// Clients this node took queues for: woken after the subscriber reconnects,
     /// since notifications sent meanwhile were lost. Forgotten when closed.
     held: Mutex<HashSet<ClientId>>,
@@ -215,6 +219,7 @@ impl FayeRedisEngine {
             return Err(Error::Version { found: version });
         }
         crate::load(&mut conn, &*SCRIPTS).await.map_err(Error::Redis)?;
+        let pubsub = subscribe(&url, config.ca_cert.as_deref(), &keys).await.map_err(Error::Redis)?;
         let (lane, lane_rx) = mpsc::unbounded_channel();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -225,6 +230,7 @@ impl FayeRedisEngine {
                 ctx: OnceLock::new(),
                 lane,
                 lane_rx: Mutex::new(Some(lane_rx)),
+                pubsub: Mutex::new(Some(pubsub)),
                 held: Mutex::new(HashSet::new()),
                 closed_here: Mutex::new(HashSet::new()),
                 cancel: CancellationToken::new(),
@@ -569,33 +575,49 @@ impl Inner {
     }
 }
 
-/// Listens on the notification channels for as long as the engine lives:
+/// Opens a connection of its own and subscribes it to the notification channels.
+fn subscribe(
+    url: &str,
+    ca_cert: Option<&[u8]>,
+    keys: &Keys,
+) -> impl Future<Output = Result<PubSub, RedisError>> + Send + 'static {
+    let client = match ca_cert {
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
+        ),
+        None => redis::Client::open(url),
+    };
+    let (mail, close) = (keys.mail.clone(), keys.close.clone());
+    async move {
+        let mut pubsub = client?.get_async_pubsub().await?;
+        pubsub.subscribe(&[&mail, &close]).await?;
+        Ok(pubsub)
+    }
+}
+
+/// Listens on the notification channels for as long as the engine lives,
+/// starting with the subscription `connect` made:
 /// mail for a client wakes its connection here (if any), and a destroyed
 /// client's connections are closed. Reconnects with a backoff; what was missed
 /// meanwhile is picked up by waking every held client.
-async fn listen(inner: Weak<Inner>, cancel: CancellationToken) {
+async fn listen(inner: Weak<Inner>, first: PubSub, cancel: CancellationToken) {
     let mut failures = 0u32;
+    let mut first = Some(first);
     loop {
-        let Some(engine) = inner.upgrade() else {
-            return;
-        };
-        let client = match &engine.ca_cert {
-            Some(pem) => redis::Client::build_with_tls(
-                engine.url.as_str(),
-                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
-            ),
-            None => redis::Client::open(engine.url.as_str()),
-        };
-        let (mail, close) = (engine.keys.mail.clone(), engine.keys.close.clone());
-        drop(engine);
-        let subscribed = async {
-            let mut pubsub = client?.get_async_pubsub().await?;
-            pubsub.subscribe(&[&mail, &close]).await?;
-            Ok::<_, RedisError>(pubsub)
-        };
-        let pubsub = tokio::select! {
-            _ = cancel.cancelled() => return,
-            pubsub = subscribed => pubsub,
+        let pubsub = match first.take() {
+            Some(pubsub) => Ok(pubsub),
+            None => {
+                let Some(engine) = inner.upgrade() else {
+                    return;
+                };
+                let subscribed = subscribe(&engine.url, engine.ca_cert.as_deref(), &engine.keys);
+                drop(engine);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    pubsub = subscribed => pubsub,
+                }
+            }
         };
         match pubsub {
             Ok(pubsub) => {
@@ -836,9 +858,12 @@ impl Engine for FayeRedisEngine {
         let Some(lane) = lock(&inner.lane_rx).take() else {
             return;
         };
+        let Some(pubsub) = lock(&inner.pubsub).take() else {
+            return;
+        };
         let weak = Arc::downgrade(inner);
         let mut tasks = lock(&inner.tasks);
-        tasks.push(tokio::spawn(listen(weak.clone(), inner.cancel.clone())));
+        tasks.push(tokio::spawn(listen(weak.clone(), pubsub, inner.cancel.clone())));
         tasks.push(tokio::spawn(send_publishes(weak.clone(), lane, inner.cancel.clone())));
         tasks.push(tokio::spawn(collect_expired(weak, every, inner.cancel.clone())));
     }
@@ -950,31 +975,35 @@ impl Engine for FayeRedisEngine {
         Ok(())
     }
 
-    async fn take_queue(
+    fn take_queue(
         &self,
         client: &ClientId,
         request: Option<&str>,
-    ) -> Result<Vec<EncodedMessage>, EngineError> {
-        let inner = &self.inner;
-        // A kept answer outlives the client's retry of its connect (the client
-        // resends after 1.2 × the timeout at most), and then some.
-        let keep = 3 * inner.timeout_ms()?;
-        lock(&inner.held).insert(*client);
-        let mut invocation = TAKE.key(inner.keys.queue(client));
-        invocation.key(inner.keys.answer(client));
-        invocation.arg(request.unwrap_or("")).arg(keep);
-        let taken: Vec<Vec<u8>> = inner.invoke(&invocation).await?;
-        let mut messages = Vec::with_capacity(taken.len());
-        for json in taken {
-            match delivery(&json) {
-                Some(message) => messages.push(message),
-                None => tracing::warn!(
-                    client = client.log_tag(),
-                    "dropping a queued message that is not a JSON message object"
-                ),
+    ) -> impl Future<Output = Result<Vec<EncodedMessage>, EngineError>> + Send {
+        // Boxed: a socket waits in this for each delivery, and every socket's task
+        // would otherwise keep room for a Redis round trip's state (about 2.5 KB).
+        Box::pin(async move {
+            let inner = &self.inner;
+            // A kept answer outlives the client's retry of its connect (the client
+            // resends after 1.2 × the timeout at most), and then some.
+            let keep = 3 * inner.timeout_ms()?;
+            lock(&inner.held).insert(*client);
+            let mut invocation = TAKE.key(inner.keys.queue(client));
+            invocation.key(inner.keys.answer(client));
+            invocation.arg(request.unwrap_or("")).arg(keep);
+            let taken: Vec<Vec<u8>> = inner.invoke(&invocation).await?;
+            let mut messages = Vec::with_capacity(taken.len());
+            for json in taken {
+                match delivery(&json) {
+                    Some(message) => messages.push(message),
+                    None => tracing::warn!(
+                        client = client.log_tag(),
+                        "dropping a queued message that is not a JSON message object"
+                    ),
+                }
             }
-        }
-        Ok(messages)
+            Ok(messages)
+        })
     }
 
     async fn shutdown(&self) {

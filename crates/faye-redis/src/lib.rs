@@ -1268,93 +1268,100 @@ impl Engine for RedisEngine {
         Ok(())
     }
 
-    async fn take_queue(
+    fn take_queue(
         &self,
         client: &ClientId,
         request: Option<&str>,
-    ) -> Result<Vec<EncodedMessage>, EngineError> {
-        let inner = &self.inner;
-        let refresh = inner.ctx()?.timeout / 2;
-        // A node whose reader has not yet seen another node take the client over
-        // still holds it, with a queue the other node has delivered already. The
-        // cursor write finds that out (another node owns the client), and the
-        // client is taken back, from its real cursor, before anything is handed out.
-        for _ in 0..3 {
-            let held = inner.router().clients.contains_key(client);
-            if !held && !inner.adopt(client, request).await? {
-                return Ok(Vec::new());
-            }
-            let (messages, record) = {
-                let mut router = inner.router();
-                let last = router.last;
-                let Some(local) = router.clients.get_mut(client) else {
+    ) -> impl Future<Output = Result<Vec<EncodedMessage>, EngineError>> + Send {
+        // Boxed: a socket waits in this for each delivery, and every socket's task
+        // would otherwise keep room for a Redis round trip's state (about 2.5 KB).
+        Box::pin(async move {
+            let inner = &self.inner;
+            let refresh = inner.ctx()?.timeout / 2;
+            // A node whose reader has not yet seen another node take the client over
+            // still holds it, with a queue the other node has delivered already. The
+            // cursor write finds that out (another node owns the client), and the
+            // client is taken back, from its real cursor, before anything is handed out.
+            for _ in 0..3 {
+                let held = inner.router().clients.contains_key(client);
+                if !held && !inner.adopt(client, request).await? {
                     return Ok(Vec::new());
-                };
-                let queued = std::mem::take(&mut local.queue);
-                local.queued_bytes = 0;
-                // The same connect asking again did not get its answer: it comes
-                // again, ahead of what is new. Otherwise the client has read up to
-                // the last cursor recorded.
-                let (mut messages, from) = match (local.answered.take(), request) {
-                    (Some(answered), Some(r)) if answered.request == r => {
-                        (answered.messages, answered.from)
+                }
+                let (messages, record) = {
+                    let mut router = inner.router();
+                    let last = router.last;
+                    let Some(local) = router.clients.get_mut(client) else {
+                        return Ok(Vec::new());
+                    };
+                    let queued = std::mem::take(&mut local.queue);
+                    local.queued_bytes = 0;
+                    // The same connect asking again did not get its answer: it comes
+                    // again, ahead of what is new. Otherwise the client has read up to
+                    // the last cursor recorded.
+                    let (mut messages, from) = match (local.answered.take(), request) {
+                        (Some(answered), Some(r)) if answered.request == r => {
+                            (answered.messages, answered.from)
+                        }
+                        _ => (Vec::new(), local.persisted),
+                    };
+                    messages.extend(queued);
+                    local.cursor = local.cursor.max(last);
+                    let answer = request.filter(|_| !messages.is_empty());
+                    if let Some(r) = answer {
+                        local.answered = Some(Answered {
+                            request: r.to_owned(),
+                            messages: messages.clone(),
+                            from,
+                        });
                     }
-                    _ => (Vec::new(), local.persisted),
-                };
-                messages.extend(queued);
-                local.cursor = local.cursor.max(last);
-                let answer = request.filter(|_| !messages.is_empty());
-                if let Some(r) = answer {
-                    local.answered =
-                        Some(Answered { request: r.to_owned(), messages: messages.clone(), from });
-                }
-                // Record the cursor when messages leave (a next connect on another
-                // node starts after them, or before them if it is the same connect
-                // asking again), and now and then when idle (even if the cursor has
-                // not moved: the moment it is recorded keeps it fresh), so that a
-                // live client's cursor never looks older than the bus's retention.
-                let moved = local.cursor != local.persisted && !messages.is_empty();
-                let write = moved || local.persisted_at.elapsed() >= refresh;
-                if write {
-                    local.persisted = local.cursor;
-                    local.persisted_at = tokio::time::Instant::now();
-                }
-                let before = if answer.is_some() { from } else { local.cursor };
-                (messages, write.then_some((local.cursor, before, answer.unwrap_or_default())))
-            };
-            let Some((cursor, before, answered)) = record else {
-                return Ok(messages);
-            };
-            if request.is_none() {
-                // Pushed down a socket: recorded with the node's next batch of
-                // cursor writes, not one round trip per push. A takeover within
-                // that moment replays what was pushed (twice rather than lost).
-                lock(&inner.dirty).insert(*client);
-                return Ok(messages);
-            }
-            let mut set = scripts::SET_CURSOR.key(inner.keys.client(client));
-            set.arg(cursor.to_string())
-                .arg(&inner.node)
-                .arg(now_ms())
-                .arg(before.to_string())
-                .arg(answered);
-            match set.invoke_async::<i64>(&mut inner.conn()).await {
-                Ok(MOVED) => {
-                    tracing::debug!(%client, "the client moved to another node: taking it back");
-                    inner.router().evict(client);
-                }
-                Ok(_) => return Ok(messages),
-                // The messages are already taken: hand them over. A stale cursor
-                // can only make a later takeover deliver some of them twice.
-                Err(e) => {
-                    if !inner.unreachable() {
-                        tracing::warn!(client = client.log_tag(), error = %e, "could not record a client's cursor");
+                    // Record the cursor when messages leave (a next connect on another
+                    // node starts after them, or before them if it is the same connect
+                    // asking again), and now and then when idle (even if the cursor has
+                    // not moved: the moment it is recorded keeps it fresh), so that a
+                    // live client's cursor never looks older than the bus's retention.
+                    let moved = local.cursor != local.persisted && !messages.is_empty();
+                    let write = moved || local.persisted_at.elapsed() >= refresh;
+                    if write {
+                        local.persisted = local.cursor;
+                        local.persisted_at = tokio::time::Instant::now();
                     }
+                    let before = if answer.is_some() { from } else { local.cursor };
+                    (messages, write.then_some((local.cursor, before, answer.unwrap_or_default())))
+                };
+                let Some((cursor, before, answered)) = record else {
+                    return Ok(messages);
+                };
+                if request.is_none() {
+                    // Pushed down a socket: recorded with the node's next batch of
+                    // cursor writes, not one round trip per push. A takeover within
+                    // that moment replays what was pushed (twice rather than lost).
+                    lock(&inner.dirty).insert(*client);
                     return Ok(messages);
                 }
+                let mut set = scripts::SET_CURSOR.key(inner.keys.client(client));
+                set.arg(cursor.to_string())
+                    .arg(&inner.node)
+                    .arg(now_ms())
+                    .arg(before.to_string())
+                    .arg(answered);
+                match set.invoke_async::<i64>(&mut inner.conn()).await {
+                    Ok(MOVED) => {
+                        tracing::debug!(%client, "the client moved to another node: taking it back");
+                        inner.router().evict(client);
+                    }
+                    Ok(_) => return Ok(messages),
+                    // The messages are already taken: hand them over. A stale cursor
+                    // can only make a later takeover deliver some of them twice.
+                    Err(e) => {
+                        if !inner.unreachable() {
+                            tracing::warn!(client = client.log_tag(), error = %e, "could not record a client's cursor");
+                        }
+                        return Ok(messages);
+                    }
+                }
             }
-        }
-        Err(EngineError::Backend("a client kept moving between nodes".into()))
+            Err(EngineError::Backend("a client kept moving between nodes".into()))
+        })
     }
 
     /// Channels and queued messages of the clients this node holds.
