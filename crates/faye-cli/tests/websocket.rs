@@ -360,3 +360,33 @@ async fn a_websocket_connect_takes_over_from_a_held_long_poll_connect() {
     srv.publish("/up", json!("via socket")).await;
     assert_eq!(ws.recv_json(QUICK).await, json!([{"channel": "/up", "data": "via socket"}]));
 }
+
+#[tokio::test]
+async fn a_newer_connect_on_the_socket_answers_the_held_one_at_once_and_holds_itself() {
+    // A held connect is kept on the socket as data (not as a future): a second
+    // connect releases the first's reply at once, then is held for its own hold,
+    // and deliveries reach the socket meanwhile.
+    let srv = Server::start(2).await;
+    let cid = srv.handshake().await;
+    let mut ws = srv.ws().await;
+    ws.call(&json!([{"channel": "/meta/subscribe", "clientId": cid, "subscription": "/n",
+                     "id": "s"}]))
+        .await;
+    ws.send_json(&ws_connect(&cid, "first")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    ws.send_json(&ws_connect(&cid, "second")).await;
+    assert_eq!(ws.recv_json(QUICK).await, json!([ws_connect_ok(&srv, &cid, "first")]));
+    assert!(started.elapsed() < Duration::from_millis(1000), "took {:?}", started.elapsed());
+    srv.publish("/n", json!("while held")).await;
+    assert_eq!(ws.recv_json(QUICK).await, json!([{"channel": "/n", "data": "while held"}]));
+    let second = ws.recv_json(Duration::from_secs(srv.timeout + 3)).await;
+    let took = started.elapsed();
+    assert_eq!(second, json!([ws_connect_ok(&srv, &cid, "second")]));
+    assert!(
+        took >= Duration::from_secs(srv.timeout) - Duration::from_millis(100),
+        "the second connect was answered after {took:?}, not held for the timeout"
+    );
+    // Nothing else was sent: no empty frame for the parked connects.
+    assert!(ws.next_event(Duration::from_millis(300)).await.is_none());
+}

@@ -41,7 +41,8 @@ impl<E: Engine> Local for Server<E> {
                         let messages = encoded.iter().filter_map(|m| m.decode().ok()).collect();
                         let _ = events_out.send(Event::Messages(Lane::Other, messages));
                     }
-                    Push::Unbound => {}
+                    // Its connects are waited for, never parked.
+                    Push::Replies(_) | Push::Unbound => {}
                     Push::Closed => {
                         let _ =
                             events_out.send(Event::Closed("the server closed the session".into()));

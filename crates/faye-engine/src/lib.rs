@@ -76,6 +76,13 @@ pub trait EngineListener: Send + Sync + 'static {
     /// `client` has messages waiting in its queue. Called on the publish path, so it
     /// must be cheap and must not block.
     fn mail(&self, client: &ClientId);
+    /// Every client in `clients` has messages waiting: one publish's recipients,
+    /// told at once so the listener can look them up in one pass.
+    fn mail_all(&self, clients: &[ClientId]) {
+        for client in clients {
+            self.mail(client);
+        }
+    }
     /// A monitoring or lifecycle event.
     fn event(&self, event: EngineEvent);
 }

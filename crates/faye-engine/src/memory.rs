@@ -12,6 +12,9 @@ use crate::{
     EngineStats, Subscribed, generate_client_id,
 };
 
+/// Most room a drained queue keeps for the next messages (see `take_queue`).
+const KEPT_QUEUE_CAPACITY: usize = 32;
+
 /// The in-memory engine.
 ///
 /// Routing is Faye's: `expand(channel)` and one hash lookup per key, never a scan.
@@ -45,7 +48,7 @@ pub struct MemoryEngine {
 #[derive(Default)]
 struct Inner {
     ctx: OnceLock<EngineContext>,
-    clients: papaya::HashMap<ClientId, Arc<ClientEntry>>,
+    clients: papaya::HashMap<ClientId, Arc<ClientEntry>, foldhash::fast::RandomState>,
     channels: papaya::HashMap<String, Arc<Subscribers>>,
     /// Every client's expiry, made by `start` (its granularity follows the
     /// timeout), and the one task that destroys expired clients (`sweep`).
@@ -66,15 +69,57 @@ struct ClientEntry {
 }
 
 struct ClientState {
-    channels: HashSet<String>,
+    channels: ChannelSet,
     queue: VecDeque<EncodedMessage>,
     /// The JSON bytes in `queue`.
     queued_bytes: usize,
     /// The last messages taken for a long-poll connect, and its id: handed out
     /// again if the same connect asks again (see [`Engine::take_queue`]).
-    answered: Option<Box<(Box<str>, Vec<EncodedMessage>)>>,
+    answered: Option<Box<(String, Vec<EncodedMessage>)>>,
     expires_at: Instant,
     destroyed: bool,
+}
+
+/// A client's channels, sorted. Most clients have a few: a `HashSet` of one
+/// costs a table of four (about 140 bytes), this one slot and the name.
+#[derive(Default)]
+struct ChannelSet(Vec<Box<str>>);
+
+impl ChannelSet {
+    fn find(&self, channel: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|c| (**c).cmp(channel))
+    }
+
+    fn contains(&self, channel: &str) -> bool {
+        self.find(channel).is_ok()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&mut self, channel: &str) {
+        if let Err(at) = self.find(channel) {
+            if self.0.len() == self.0.capacity() {
+                // Grows by half, from one: `Vec` would start at four.
+                self.0.reserve_exact((self.0.len() / 2).max(1));
+            }
+            self.0.insert(at, channel.into());
+        }
+    }
+
+    fn remove(&mut self, channel: &str) -> bool {
+        self.find(channel).map(|at| self.0.remove(at)).is_ok()
+    }
+}
+
+impl IntoIterator for ChannelSet {
+    type Item = String;
+    type IntoIter = std::iter::Map<std::vec::IntoIter<Box<str>>, fn(Box<str>) -> String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter().map(String::from)
+    }
 }
 
 /// The clients subscribed to one channel or pattern. `dead` marks a set that was
@@ -225,7 +270,7 @@ impl Engine for MemoryEngine {
         let expires_at = Instant::now() + lifetime;
         let entry = Arc::new(ClientEntry {
             state: Mutex::new(ClientState {
-                channels: HashSet::new(),
+                channels: ChannelSet::default(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 answered: None,
@@ -283,7 +328,7 @@ impl Engine for MemoryEngine {
                 return Ok(Subscribed::LimitReached);
             }
             self.inner.add_subscriber(channel, *client);
-            st.channels.insert(channel.to_owned());
+            st.channels.insert(channel);
         }
         self.inner.emit(EngineEvent::Subscribe(*client, channel.to_owned()));
         Ok(Subscribed::Added)
@@ -326,27 +371,26 @@ impl Engine for MemoryEngine {
         let mut too_slow = Vec::new();
         {
             let clients = self.inner.clients.pin();
-            for id in &recipients {
+            // Those queued for stay in `recipients`, and are told after the loop.
+            recipients.retain(|id| {
                 let Some(entry) = clients.get(id) else {
-                    continue;
+                    return false;
                 };
-                {
-                    let mut st = lock(&entry.state);
-                    if st.destroyed {
-                        continue;
-                    }
-                    let bytes = st.queued_bytes + message.json().len();
-                    if st.queue.len() >= ctx.limits.max_queue || bytes > ctx.limits.max_queue_bytes
-                    {
-                        too_slow.push(*id);
-                        continue;
-                    }
-                    st.queue.push_back(message.clone());
-                    st.queued_bytes = bytes;
+                let mut st = lock(&entry.state);
+                if st.destroyed {
+                    return false;
                 }
-                ctx.listener.mail(id);
-            }
+                let bytes = st.queued_bytes + message.json().len();
+                if st.queue.len() >= ctx.limits.max_queue || bytes > ctx.limits.max_queue_bytes {
+                    too_slow.push(*id);
+                    return false;
+                }
+                st.queue.push_back(message.clone());
+                st.queued_bytes = bytes;
+                true
+            });
         }
+        ctx.listener.mail_all(&recipients);
         for id in too_slow {
             tracing::warn!(
                 client = id.log_tag(),
@@ -369,14 +413,29 @@ impl Engine for MemoryEngine {
             .map(|e| {
                 let mut st = lock(&e.state);
                 st.queued_bytes = 0;
-                let queued = std::mem::take(&mut st.queue);
-                let mut taken = match (st.answered.take(), request) {
-                    (Some(answered), Some(id)) if *answered.0 == *id => answered.1,
-                    _ => Vec::new(),
+                // The last answer's record is reused for the next (a long-poll
+                // client's every connect has a new id): no allocation per answer.
+                let (mut taken, spare) = match (st.answered.take(), request) {
+                    (Some(mut answered), Some(id)) if answered.0 == id => {
+                        (std::mem::take(&mut answered.1), Some(answered))
+                    }
+                    (spare, _) => (Vec::with_capacity(st.queue.len()), spare),
                 };
-                taken.extend(queued);
+                // Drained rather than taken, so a busy client's queue keeps its
+                // room instead of growing again from nothing on every publish;
+                // a queue that grew past a few dozen gives its room back.
+                taken.extend(st.queue.drain(..));
+                if st.queue.capacity() > KEPT_QUEUE_CAPACITY {
+                    st.queue = VecDeque::new();
+                }
                 if let Some(id) = request.filter(|_| !taken.is_empty()) {
-                    st.answered = Some(Box::new((id.into(), taken.clone())));
+                    let mut answered = spare.unwrap_or_default();
+                    answered.0.clear();
+                    answered.0.push_str(id);
+                    answered.1.clear();
+                    answered.1.shrink_to(taken.len().max(KEPT_QUEUE_CAPACITY));
+                    answered.1.extend(taken.iter().cloned());
+                    st.answered = Some(answered);
                 }
                 taken
             })
@@ -395,5 +454,24 @@ impl Engine for MemoryEngine {
         }
         self.inner.clients.pin().clear();
         self.inner.channels.pin().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChannelSet;
+
+    #[test]
+    fn a_channel_set_holds_each_channel_once_and_forgets_removed_ones() {
+        let mut set = ChannelSet::default();
+        for channel in ["/b", "/a", "/c/**", "/a"] {
+            set.insert(channel);
+        }
+        assert_eq!(set.len(), 3);
+        assert!(set.contains("/a") && set.contains("/c/**") && !set.contains("/c"));
+        assert_eq!(set.0.capacity(), 3, "grown by half, from one");
+        assert!(set.remove("/b"));
+        assert!(!set.remove("/b"));
+        assert_eq!(set.into_iter().collect::<Vec<_>>(), ["/a", "/c/**"]);
     }
 }

@@ -89,6 +89,9 @@ async fn pump<E: Engine>(socket: Socket<E>, tx: mpsc::Sender<Bytes>, ping: Durat
                 push.set(socket.next_push());
                 match next {
                     Push::Messages(messages) => event(&messages),
+                    // Connects are never parked on an EventSource stream (they
+                    // come over HTTP).
+                    Push::Replies(_) => continue,
                     Push::Closed | Push::Unbound => return,
                 }
             }

@@ -67,7 +67,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if self.faye.shared.options.matches(req.uri().path()) {
             let faye = self.faye.clone();
-            return Box::pin(async move { Ok(faye.handle(req).await.map(Either::Left)) });
+            return Box::pin(async move { Ok(faye.handle(req, None).await.map(Either::Left)) });
         }
         // The ready clone stays with the call; a fresh clone waits for the next one.
         let ready = self.inner.clone();

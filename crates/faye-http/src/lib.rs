@@ -60,9 +60,20 @@ pub struct RemoteAddr(pub std::net::SocketAddr);
 
 /// What extensions get to know about a request.
 fn request_info(parts: http::request::Parts, transport: &'static str) -> Arc<RequestInfo> {
+    request_info_from(parts, transport, None)
+}
+
+/// As [`request_info`], with the peer given by [`serve`] instead of found in the
+/// request's extensions (inserting it there costs two allocations per request).
+fn request_info_from(
+    parts: http::request::Parts,
+    transport: &'static str,
+    peer: Option<RemoteAddr>,
+) -> Arc<RequestInfo> {
+    let peer = peer.or_else(|| parts.extensions.get::<RemoteAddr>().copied());
     Arc::new(RequestInfo {
         transport,
-        remote_addr: parts.extensions.get::<RemoteAddr>().map(|a| a.0),
+        remote_addr: peer.map(|a| a.0),
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
@@ -282,7 +293,10 @@ impl<E: Engine> FayeService<E> {
         let _ = tokio::time::timeout(grace, self.shared.sockets.wait()).await;
     }
 
-    async fn handle<B>(self, req: Request<B>) -> Response<FayeBody>
+    /// Answers `req`; `peer` is the peer's address when [`serve`] passes it
+    /// directly: it is added to the request's extensions only on the paths
+    /// that read it from there (a long-poll POST takes it as it is).
+    async fn handle<B>(self, req: Request<B>, peer: Option<RemoteAddr>) -> Response<FayeBody>
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
@@ -299,15 +313,21 @@ impl<E: Engine> FayeService<E> {
         if cors::is_preflight(req.method(), req.headers()) {
             return cors::preflight(opts, req.headers());
         }
+        let with_peer = |mut req: Request<B>| {
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(peer);
+            }
+            req
+        };
         if websocket::is_upgrade(&req) {
-            return websocket::upgrade(self, req);
+            return websocket::upgrade(self, with_peer(req));
         }
         if event_source::is_event_source(&req) {
-            return event_source::open(&self, req).await;
+            return event_source::open(&self, with_peer(req)).await;
         }
         match *req.method() {
-            Method::POST => long_poll::post(&self, req).await,
-            Method::GET => long_poll::get(&self, req).await,
+            Method::POST => long_poll::post(&self, req, peer).await,
+            Method::GET => long_poll::get(&self, with_peer(req)).await,
             _ => bad_request(),
         }
     }
@@ -330,7 +350,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
+        Box::pin(async move { Ok(this.handle(req, None).await) })
     }
 }
 

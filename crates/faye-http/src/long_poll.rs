@@ -11,7 +11,9 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::cors::{PageBy, allow_origin, refuse_foreign};
-use crate::{FayeBody, FayeService, bad_request, full, request_info, text};
+use crate::{
+    FayeBody, FayeService, RemoteAddr, bad_request, full, request_info, request_info_from, text,
+};
 
 const DEFAULT_CALLBACK: &str = "jsonpcallback";
 
@@ -104,7 +106,11 @@ fn common_headers<E: Engine>(
 
 /// POST: `application/json` bodies are the message; anything else is a form with
 /// a `message` field (the browser's cross-origin transport sends `text/plain`).
-pub(crate) async fn post<E, B>(svc: &FayeService<E>, req: Request<B>) -> Response<FayeBody>
+pub(crate) async fn post<E, B>(
+    svc: &FayeService<E>,
+    req: Request<B>,
+    peer: Option<RemoteAddr>,
+) -> Response<FayeBody>
 where
     E: Engine,
     B: http_body::Body + Send + 'static,
@@ -151,7 +157,7 @@ where
         Ok(batch) => batch,
         Err(refused) => return refused.response(),
     };
-    let request = request_info(parts, "long-polling");
+    let request = request_info_from(parts, "long-polling", peer);
     let mut res = Response::new(full(svc.run(batch, &request).await));
     common_headers(svc, &mut res, &request.headers, "application/json; charset=utf-8");
     res

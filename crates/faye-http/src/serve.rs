@@ -158,9 +158,9 @@ impl<E: Engine> tower_service::Service<Request<hyper::body::Incoming>> for WithP
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
-        req.extensions_mut().insert(RemoteAddr(self.peer));
-        let mut faye = self.faye.clone();
+    fn call(&mut self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        let peer = RemoteAddr(self.peer);
+        let faye = self.faye.clone();
         let (health, landing, status) = (self.health, self.landing, self.status);
         Box::pin(async move {
             if health && let Some(res) = self::health(&faye, &req).await {
@@ -176,7 +176,7 @@ impl<E: Engine> tower_service::Service<Request<hyper::body::Incoming>> for WithP
                 return Ok(crate::status::landing_page(mount, status));
             }
 
-            tower_service::Service::call(&mut faye, req).await
+            Ok(faye.handle(req, Some(peer)).await)
         })
     }
 }

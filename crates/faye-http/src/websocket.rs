@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use std::sync::Arc;
 
@@ -69,11 +69,13 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
             Ok(upgraded) => {
                 let opts = &svc.shared.options;
                 // tungstenite's defaults are 128 KiB buffers per socket. An idle Faye
-                // socket keeps its read buffer for life, and Faye's frames are a
-                // few hundred bytes: 1 KiB a read (a larger frame still arrives
-                // whole, in more reads).
+                // socket keeps its read buffer for life, and a Faye client's frames
+                // are mostly a few hundred bytes (a connect is about 120): 512 bytes
+                // a read. A larger frame still arrives whole, in more reads; 1 KiB
+                // cost idle sockets 0.5 KiB more each for one read saved on frames
+                // between 512 bytes and 1 KiB.
                 let config = WebSocketConfig::default()
-                    .read_buffer_size(1024)
+                    .read_buffer_size(512)
                     .write_buffer_size(0)
                     .max_message_size(Some(opts.max_request_bytes))
                     .max_frame_size(Some(opts.max_request_bytes));
@@ -85,7 +87,9 @@ pub(crate) fn upgrade<E: Engine, B: Send + 'static>(
                     );
                     let io = DeflateIo::new(io, inflater);
                     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                    run(&svc, ws, request, Some(agreed.server_window())).await;
+                    // Boxed: its stream carries the inflater, and the task of every
+                    // socket would otherwise have room for it.
+                    Box::pin(run(&svc, ws, request, Some(agreed.server_window()))).await;
                 } else {
                     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                     run(&svc, ws, request, None).await;
@@ -136,8 +140,9 @@ fn message(json: Bytes, compressed: Option<Bytes>) -> WsMessage {
         frame.header_mut().rsv1 = true;
         return WsMessage::Frame(frame);
     }
-    // serde_json writes UTF-8, and deliveries were serialized by it.
-    WsMessage::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
+    // A text frame as it is: serde_json wrote it, so it is UTF-8 (checking
+    // again, once per recipient, was ~1% of a fan-out's CPU).
+    WsMessage::Frame(Frame::message(json, OpCode::Data(Data::Text), true))
 }
 
 /// Most frames whose replies one socket may have pending, and most bytes those
@@ -152,6 +157,37 @@ fn message(json: Bytes, compressed: Option<Bytes>) -> WsMessage {
 const MAX_PENDING_FRAMES: usize = 1024;
 const MAX_PENDING_BYTES: usize = 1 << 20;
 
+/// The frames a socket is processing. A `FuturesUnordered` only while there are
+/// some: even empty, one keeps two allocations (about 170 bytes with the
+/// allocator's), and an idle socket has none in flight.
+struct Pending<F> {
+    set: Option<FuturesUnordered<F>>,
+}
+
+impl<F: Future> Pending<F> {
+    fn len(&self) -> usize {
+        self.set.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, frame: F) {
+        self.set.get_or_insert_with(FuturesUnordered::new).push(frame);
+    }
+
+    /// The next frame done; `None` at once if there are none. Cancel-safe.
+    async fn next(&mut self) -> Option<F::Output> {
+        let set = self.set.as_mut()?;
+        let done = set.next().await;
+        if set.is_empty() {
+            self.set = None;
+        }
+        done
+    }
+}
+
 /// The next ping time, or never when pings are off.
 async fn tick(ping: &mut Option<tokio::time::Interval>) {
     match ping {
@@ -163,109 +199,135 @@ async fn tick(ping: &mut Option<tokio::time::Interval>) {
 }
 
 /// Serves one socket; `deflate`: compress server text messages within that window.
-async fn run<E, S>(
+///
+/// Not an `async fn`: one copies its arguments into the future's body, and the
+/// stream would take room twice in every socket's task. The block below uses
+/// them where they were captured.
+#[allow(clippy::manual_async_fn)]
+fn run<E, S>(
     svc: &FayeService<E>,
-    ws: WebSocketStream<S>,
+    // Read and written in turn by this task, one stream for both directions:
+    // split, it would sit behind a lock the two halves share.
+    mut ws: WebSocketStream<S>,
     request: Arc<RequestInfo>,
     deflate: Option<WindowBits>,
-) where
+) -> impl Future<Output = ()>
+where
     E: Engine,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let server = svc.server();
-    let socket = server.socket(Arc::unwrap_or_clone(request));
-    let max_batch = svc.shared.options.max_batch;
-    let (mut sink, mut stream) = ws.split();
-    let mut pending = FuturesUnordered::new();
-    let mut pending_bytes = 0usize;
-    let mut ping = svc.shared.options.ping.map(|every| {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval
-    });
-    // Set once the bound session ends, the server shuts down or no client was bound
-    // for the timeout: replies still pending are sent, then the socket is closed
-    // with this frame.
-    let mut closing: Option<CloseFrame> = None;
-    // Kept across loop turns: once the engine hands over messages they must be sent,
-    // so this future is never dropped half-way.
-    let mut push = std::pin::pin!(socket.next_push());
-    let close: Option<CloseFrame> = loop {
-        if closing.is_some() && pending.is_empty() {
-            break closing;
-        }
-        let out = tokio::select! {
-            frame = stream.next(), if closing.is_none()
-                && pending.len() < MAX_PENDING_FRAMES
-                && pending_bytes < MAX_PENDING_BYTES => match frame {
-                // Faye reads a binary frame's bytes as it reads text.
-                Some(Ok(frame @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
-                    let text = frame.into_data();
-                    match decode_batch_limited(&text, max_batch) {
-                        Err(DecodeError::TooMany { .. }) => {
-                            let reason = format!("more than {max_batch} messages in one frame");
-                            break Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });
-                        }
-                        Ok(batch) => {
-                            let ctx = Context::on_socket(&socket);
-                            let bytes = text.len();
-                            pending_bytes += bytes;
-                            // Boxed: `FuturesUnordered` keeps a stub task the size
-                            // of its future for the socket's life, and a held
-                            // connect's state is a few KiB.
-                            pending.push(Box::pin(async move {
-                                (encode_batch(&server.process(batch, &ctx).await), bytes)
-                            }));
-                        }
-                        // Faye ignores a frame it cannot parse and keeps the socket.
-                        Err(e) => tracing::debug!(error = %e, "ignored a WebSocket frame"),
-                    }
-                    None
-                }
-                Some(Ok(WsMessage::Close(_))) | None => break None,
-                Some(Ok(_)) => None,
-                Some(Err(WsError::Capacity(e))) => {
-                    break Some(CloseFrame { code: CloseCode::Size, reason: e.to_string().into() });
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "WebSocket read failed");
-                    break None;
-                }
-            },
-            Some((reply, bytes)) = pending.next() => {
-                pending_bytes -= bytes;
-                Some(text_frame(reply, deflate))
+    async move {
+        let server = svc.server();
+        let socket = server.socket(Arc::unwrap_or_clone(request));
+        let max_batch = svc.shared.options.max_batch;
+        let mut pending = Pending { set: None };
+        let mut pending_bytes = 0usize;
+        let mut ping = svc.shared.options.ping.map(|every| {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        // Set once the bound session ends, the server shuts down or no client was bound
+        // for the timeout: replies still pending are sent, then the socket is closed
+        // with this frame.
+        let mut closing: Option<CloseFrame> = None;
+        // Kept across loop turns: once the engine hands over messages they must be sent,
+        // so this future is never dropped half-way.
+        let mut push = std::pin::pin!(socket.next_push());
+        let close: Option<CloseFrame> = loop {
+            if closing.is_some() && pending.is_empty() {
+                break closing;
             }
-            next = &mut push, if closing.is_none() => {
-                push.set(socket.next_push());
-                match next {
-                    Push::Messages(messages) => Some(push_frame(&messages, deflate)),
-                    Push::Closed => {
-                        closing = Some(CloseFrame { code: CloseCode::Normal, reason: "".into() });
+            let out = tokio::select! {
+                frame = ws.next(), if closing.is_none()
+                    && pending.len() < MAX_PENDING_FRAMES
+                    && pending_bytes < MAX_PENDING_BYTES => match frame {
+                    // Faye reads a binary frame's bytes as it reads text.
+                    Some(Ok(frame @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
+                        let text = frame.into_data();
+                        match decode_batch_limited(&text, max_batch) {
+                            Err(DecodeError::TooMany { .. }) => {
+                                let reason = format!("more than {max_batch} messages in one frame");
+                                break Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });
+                            }
+                            Ok(batch) => {
+                                // A held connect waits on the socket as data, its
+                                // reply (and those to the rest of its frame) sent
+                                // from `next_push` as Push::Replies.
+                                let ctx = Context::on_socket(&socket).park_connects();
+                                let bytes = text.len();
+                                pending_bytes += bytes;
+                                // Boxed: `FuturesUnordered` keeps a stub task the size
+                                // of its future while it has any.
+                                pending.push(Box::pin(async move {
+                                    let replies = server.process(batch, &ctx).await;
+                                    // No reply yet for a frame with a parked connect;
+                                    // a frame all of whose messages extensions dropped
+                                    // is answered `[]`, as in Faye.
+                                    let none = ctx.parked_a_connect();
+                                    (if none { None } else { Some(encode_batch(&replies)) }, bytes)
+                                }));
+                            }
+                            // Faye ignores a frame it cannot parse and keeps the socket.
+                            Err(e) => tracing::debug!(error = %e, "ignored a WebSocket frame"),
+                        }
                         None
                     }
-                    Push::Unbound => {
-                        let reason = "no client bound within the timeout";
-                        closing = Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });
-                        None
+                    Some(Ok(WsMessage::Close(_))) | None => break None,
+                    Some(Ok(_)) => None,
+                    Some(Err(WsError::Capacity(e))) => {
+                        break Some(CloseFrame { code: CloseCode::Size, reason: e.to_string().into() });
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "WebSocket read failed");
+                        break None;
+                    }
+                },
+                Some((reply, bytes)) = pending.next() => {
+                    pending_bytes -= bytes;
+                    reply.map(|reply| text_frame(reply, deflate))
+                }
+                next = &mut push, if closing.is_none() => {
+                    push.set(socket.next_push());
+                    match next {
+                        Push::Messages(messages) => Some(push_frame(&messages, deflate)),
+                        Push::Replies(replies) => Some(text_frame(encode_batch(&replies), deflate)),
+                        Push::Closed => {
+                            closing = Some(CloseFrame { code: CloseCode::Normal, reason: "".into() });
+                            None
+                        }
+                        Push::Unbound => {
+                            let reason = "no client bound within the timeout";
+                            closing = Some(CloseFrame { code: CloseCode::Policy, reason: reason.into() });
+                            None
+                        }
                     }
                 }
+                _ = tick(&mut ping) => Some(WsMessage::Ping(Bytes::new())),
+            };
+            if let Some(frame) = out
+                && ws.send(frame).await.is_err()
+            {
+                break None;
             }
-            _ = tick(&mut ping) => Some(WsMessage::Ping(Bytes::new())),
         };
-        if let Some(frame) = out
-            && sink.send(frame).await.is_err()
-        {
-            break None;
-        }
-    };
-    // Send our close frame, or flush the reply tungstenite queued to the client's;
-    // a peer that stopped reading does not hold the task up.
+        // Boxed: only a closing socket needs its state (a timer among it), and an
+        // open one would otherwise carry the room for it.
+        Box::pin(close_socket(&mut ws, close)).await;
+    }
+}
+
+/// Sends our close frame, or flushes the reply tungstenite queued to the
+/// client's; a peer that stopped reading does not hold the task up.
+async fn close_socket<S>(ws: &mut WebSocketStream<S>, close: Option<CloseFrame>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         if let Some(frame) = close {
-            let _ = sink.send(WsMessage::Close(Some(frame))).await;
+            let _ = ws.send(WsMessage::Close(Some(frame))).await;
         }
-        let _ = sink.close().await;
+        let _ = SinkExt::close(ws).await;
     })
     .await;
 }

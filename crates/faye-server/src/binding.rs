@@ -4,8 +4,9 @@
 //! The engine tells the [`Registry`] that a client has mail; the registry wakes that
 //! client's binding, which drains the engine queue into one reply or one frame.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::task::Poll;
 
 use faye_engine::{ClientId, EngineEvent, EngineListener};
 
@@ -13,42 +14,112 @@ use crate::cow_list::CowList;
 use crate::monitor::{Event, Listener};
 use crate::order::Sequencer;
 use crate::rate::Limiter;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio_util::sync::CancellationToken;
+
+/// What a binding's waiter is woken for: flags raised since it last looked, and
+/// the one task waiting. Cheaper than a `Notify` per cause: a raise is an atomic
+/// `or` and a wake, and the waiter registers once per wait whatever it waits for.
+/// A socket shares one between its bindings and itself (see `Socket`).
+#[derive(Default)]
+pub(crate) struct Signal {
+    flags: AtomicU8,
+    waker: AtomicWaker,
+}
+
+/// The engine queued messages for the client.
+pub(crate) const MAIL: u8 = 1;
+/// The binding ended (see [`Binding::ended`]).
+pub(crate) const ENDED: u8 = 2;
+/// The socket was bound to a client.
+pub(crate) const REBOUND: u8 = 4;
+/// A connect the socket held is due for its reply.
+pub(crate) const DUE: u8 = 8;
+
+impl Signal {
+    pub(crate) fn raise(&self, flags: u8) {
+        self.flags.fetch_or(flags, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// Raises `flags` again, without a wake: for a waiter that took them too
+    /// early and is about to look again.
+    pub(crate) fn put_back(&self, flags: u8) {
+        if flags != 0 {
+            self.flags.fetch_or(flags, Ordering::AcqRel);
+        }
+    }
+
+    /// The flags raised since the last call, or `Pending` (with the task
+    /// registered to be woken) if none were.
+    pub(crate) fn poll_take(&self, cx: &mut std::task::Context<'_>) -> Poll<u8> {
+        let flags = self.flags.swap(0, Ordering::AcqRel);
+        if flags != 0 {
+            return Poll::Ready(flags);
+        }
+        self.waker.register(cx.waker());
+        match self.flags.swap(0, Ordering::AcqRel) {
+            0 => Poll::Pending,
+            flags => Poll::Ready(flags),
+        }
+    }
+
+    /// Waits for flags to be raised; returns them.
+    pub(crate) async fn wait(&self) -> u8 {
+        std::future::poll_fn(|cx| self.poll_take(cx)).await
+    }
+}
 
 /// One binding of a client to a way of reaching it.
 pub(crate) struct Binding {
-    /// Signalled when the engine has queued messages for the client.
-    pub(crate) mail: Notify,
+    /// Raised with [`MAIL`] when the engine has queued messages for the client,
+    /// and with [`ENDED`] when the binding ends.
+    pub(crate) signal: Arc<Signal>,
     /// Cancelled when the binding ends: replaced by a newer one, the client was
     /// destroyed, or the server is shutting down.
     pub(crate) ended: CancellationToken,
     /// Set before `ended` is cancelled when the client itself is gone.
-    closed: Mutex<bool>,
+    closed: AtomicBool,
     /// A persistent socket (WebSocket, EventSource) rather than a held request.
     pub(crate) socket: bool,
 }
 
 impl Binding {
-    pub(crate) fn new(socket: bool) -> Arc<Self> {
+    /// A held request's binding, with a signal of its own.
+    pub(crate) fn request() -> Arc<Self> {
+        Self::new(Arc::default(), false)
+    }
+
+    /// A socket's binding, raising the socket's `signal`.
+    pub(crate) fn socket(signal: Arc<Signal>) -> Arc<Self> {
+        Self::new(signal, true)
+    }
+
+    fn new(signal: Arc<Signal>, socket: bool) -> Arc<Self> {
         Arc::new(Self {
-            mail: Notify::new(),
+            signal,
             ended: CancellationToken::new(),
-            closed: Mutex::new(false),
+            closed: AtomicBool::new(false),
             socket,
         })
     }
 
+    /// The engine has messages for the client.
+    pub(crate) fn mail(&self) {
+        self.signal.raise(MAIL);
+    }
+
     fn end(&self, client_closed: bool) {
         if client_closed {
-            *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            self.closed.store(true, Ordering::Release);
         }
         self.ended.cancel();
+        self.signal.raise(ENDED);
     }
 
     /// Whether the binding ended because the client's session was destroyed.
     pub(crate) fn client_closed(&self) -> bool {
-        *self.closed.lock().unwrap_or_else(|e| e.into_inner())
+        self.closed.load(Ordering::Acquire)
     }
 }
 
@@ -56,7 +127,7 @@ impl Binding {
 /// ends the old one, so an earlier held connect is answered instead of orphaned.
 #[derive(Default)]
 pub(crate) struct Registry {
-    bindings: papaya::HashMap<ClientId, Arc<Binding>>,
+    bindings: papaya::HashMap<ClientId, Arc<Binding>, foldhash::fast::RandomState>,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
     /// Monitoring callbacks; engine events reach them through here.
@@ -73,9 +144,14 @@ impl Registry {
     /// Binds `binding` to `client`, ending any previous binding. Mail already queued is
     /// signalled so the new connection drains it at once.
     pub(crate) fn bind(&self, client: ClientId, binding: Arc<Binding>) {
-        binding.mail.notify_one();
-        if let Some(old) = self.bindings.pin().insert(client, binding) {
+        binding.mail();
+        if let Some(old) = self.bindings.pin().insert(client, binding.clone()) {
             old.end(false);
+        }
+        // Made after shutdown began, so `close_all` did not see it: its waiter
+        // need not watch for shutdown itself.
+        if self.shutdown.is_cancelled() {
+            binding.end(false);
         }
     }
 
@@ -119,7 +195,16 @@ impl Registry {
 impl EngineListener for Registry {
     fn mail(&self, client: &ClientId) {
         if let Some(binding) = self.bindings.pin().get(client) {
-            binding.mail.notify_one();
+            binding.mail();
+        }
+    }
+
+    fn mail_all(&self, clients: &[ClientId]) {
+        let bindings = self.bindings.pin();
+        for client in clients {
+            if let Some(binding) = bindings.get(client) {
+                binding.mail();
+            }
         }
     }
 

@@ -248,7 +248,12 @@ async fn connect_loop<E: Engine>(server: &Server<E>, socket: &Socket<E>, client_
 /// the subscriptions do. Returns when the socket is closed.
 async fn pump<E: Engine>(socket: &Socket<E>, listeners: &Mutex<HashMap<String, Vec<Listener>>>) {
     loop {
-        let Push::Messages(messages) = socket.next_push().await else { return };
+        let messages = match socket.next_push().await {
+            Push::Messages(messages) => messages,
+            // Its connects are waited for (`connect_loop`), never parked.
+            Push::Replies(_) => continue,
+            Push::Closed | Push::Unbound => return,
+        };
         for encoded in messages {
             // Deliveries reach this process as the bytes every recipient shares.
             let Ok(message) = encoded.decode() else { continue };

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use faye_protocol::Message;
 
@@ -31,23 +31,11 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// A copy that owns its bytes. Header values parsed by hyper are views into the
     /// connection's read buffer and keep all of it (16 KiB) alive; a socket that
-    /// keeps its request for hours should not.
+    /// keeps its request for hours should not. The URI and the headers are copied
+    /// into one buffer, and the URI and values are views into it: one allocation,
+    /// not one per value (names the `http` crate knows are not allocated at all).
     pub fn detached(&self) -> Self {
-        let mut headers = http::HeaderMap::with_capacity(self.headers.len());
-        for (name, value) in &self.headers {
-            let copy = http::HeaderValue::from_bytes(value.as_bytes());
-            if let (Ok(name), Ok(mut copy)) = (http::HeaderName::from_bytes(name.as_ref()), copy) {
-                copy.set_sensitive(value.is_sensitive());
-                headers.append(name, copy);
-            }
-        }
-        Self {
-            transport: self.transport,
-            method: self.method.clone(),
-            uri: self.uri.to_string().parse().unwrap_or_default(),
-            headers,
-            remote_addr: self.remote_addr,
-        }
+        KeptRequest::new(self).build()
     }
 
     /// The value of the cookie `name`, if the request sent one.
@@ -59,6 +47,78 @@ impl RequestInfo {
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find_map(|(k, v)| (k == name).then_some(v))
+    }
+}
+
+/// The request a socket keeps for its life: its URI and headers in one buffer,
+/// made into a [`RequestInfo`] the first time something asks for it (an
+/// extension, when the server has any). A socket on a server without extensions
+/// never does, and keeps about a quarter of the bytes a `RequestInfo` takes.
+pub(crate) struct KeptRequest {
+    pub(crate) transport: &'static str,
+    pub(crate) remote_addr: Option<SocketAddr>,
+    method: http::Method,
+    /// The URI, then for each header in order `\n` (`\r` if it is sensitive),
+    /// name, `:` and value: no URI or header holds a `\n` or `\r`, and no header
+    /// name a `:`.
+    raw: bytes::Bytes,
+    info: OnceLock<Arc<RequestInfo>>,
+}
+
+impl KeptRequest {
+    pub(crate) fn new(request: &RequestInfo) -> Self {
+        let uri = request.uri.to_string();
+        let headers = request.headers.iter();
+        let size = headers.map(|(n, v)| n.as_str().len() + v.len() + 2).sum::<usize>();
+        let mut raw = Vec::with_capacity(uri.len() + size);
+        raw.extend_from_slice(uri.as_bytes());
+        for (name, value) in &request.headers {
+            raw.push(if value.is_sensitive() { b'\r' } else { b'\n' });
+            raw.extend_from_slice(name.as_str().as_bytes());
+            raw.push(b':');
+            raw.extend_from_slice(value.as_bytes());
+        }
+        Self {
+            transport: request.transport,
+            remote_addr: request.remote_addr,
+            method: request.method.clone(),
+            raw: raw.into(),
+            info: OnceLock::new(),
+        }
+    }
+
+    /// The request, made from the kept bytes on first use.
+    pub(crate) fn info(&self) -> &Arc<RequestInfo> {
+        self.info.get_or_init(|| Arc::new(self.build()))
+    }
+
+    /// The request again; its URI and header values are views into the kept bytes.
+    fn build(&self) -> RequestInfo {
+        let raw = &self.raw;
+        let starts_header = |b: &u8| matches!(b, b'\n' | b'\r');
+        let uri_len = raw.iter().position(starts_header).unwrap_or(raw.len());
+        let mut headers = http::HeaderMap::new();
+        let mut at = uri_len;
+        while at < raw.len() {
+            let sensitive = raw[at] == b'\r';
+            let start = at + 1;
+            at = raw[start..].iter().position(starts_header).map_or(raw.len(), |n| start + n);
+            let line = &raw[start..at];
+            let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+            let name = http::HeaderName::from_bytes(&line[..colon]);
+            let value = http::HeaderValue::from_maybe_shared(raw.slice(start + colon + 1..at));
+            if let (Ok(name), Ok(mut value)) = (name, value) {
+                value.set_sensitive(sensitive);
+                headers.append(name, value);
+            }
+        }
+        RequestInfo {
+            transport: self.transport,
+            method: self.method.clone(),
+            uri: http::Uri::from_maybe_shared(raw.slice(..uri_len)).unwrap_or_default(),
+            headers,
+            remote_addr: self.remote_addr,
+        }
     }
 }
 
@@ -140,4 +200,81 @@ pub(crate) async fn pipe(
         };
     }
     Some(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KeptRequest, RequestInfo};
+    use http::{HeaderValue, header};
+
+    fn request(sensitive: bool) -> RequestInfo {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.com:80"));
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2: x"));
+        headers.insert("x-empty", HeaderValue::from_static(""));
+        let mut token = HeaderValue::from_static("Bearer t0ken");
+        token.set_sensitive(sensitive);
+        headers.insert(header::AUTHORIZATION, token);
+        RequestInfo {
+            transport: "websocket",
+            method: http::Method::GET,
+            uri: "/bayeux?x=1&y=%20".parse().unwrap(),
+            headers,
+            remote_addr: Some("127.0.0.1:9".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_kept_request_gives_back_the_request_it_kept() {
+        for sensitive in [false, true] {
+            let original = request(sensitive);
+            let kept = KeptRequest::new(&original);
+            assert_eq!(
+                (kept.transport, kept.remote_addr),
+                (original.transport, original.remote_addr)
+            );
+            let info = kept.info();
+            assert_eq!(info.method, original.method);
+            assert_eq!(info.uri, original.uri);
+            assert_eq!(info.headers, original.headers);
+            let cookies: Vec<_> = info.headers.get_all(header::COOKIE).iter().collect();
+            assert_eq!(cookies, ["a=1", "b=2: x"]);
+            assert_eq!(info.headers[header::AUTHORIZATION].is_sensitive(), sensitive);
+            assert_eq!(
+                (info.transport, info.remote_addr),
+                (original.transport, original.remote_addr)
+            );
+            assert!(std::sync::Arc::ptr_eq(info, kept.info()), "made once");
+        }
+    }
+
+    #[test]
+    fn a_detached_copy_keeps_the_uri_every_header_value_in_order_and_sensitivity() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        let mut secret = HeaderValue::from_static("Bearer t0ken");
+        secret.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, secret);
+        headers.insert("x-custom", HeaderValue::from_static(""));
+        let request = RequestInfo {
+            transport: "websocket",
+            method: http::Method::GET,
+            uri: "/bayeux?x=1&y=%20".parse().unwrap(),
+            headers,
+            remote_addr: Some("127.0.0.1:9".parse().unwrap()),
+        };
+        let copy = request.detached();
+        assert_eq!(copy.uri, request.uri);
+        assert_eq!(copy.uri.query(), Some("x=1&y=%20"));
+        assert_eq!(copy.headers, request.headers);
+        let cookies: Vec<_> = copy.headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert!(copy.headers[header::AUTHORIZATION].is_sensitive());
+        assert!(!copy.headers[header::HOST].is_sensitive());
+        assert_eq!(copy.cookie("b"), Some("2"));
+        assert_eq!((copy.transport, copy.remote_addr), (request.transport, request.remote_addr));
+    }
 }

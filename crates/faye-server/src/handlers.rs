@@ -12,7 +12,7 @@ use faye_protocol::{
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::binding::{Binding, BindingGuard};
+use crate::binding::{self, Binding, BindingGuard};
 use crate::extension::{Stage, pipe};
 use crate::{Context, Event, Reply, Server};
 
@@ -64,11 +64,11 @@ fn concat_strings(value: &Value) -> Vec<String> {
 impl<E: Engine> Server<E> {
     /// One message: incoming extensions, the handler, outgoing extensions.
     pub(crate) async fn handle(&self, msg: Message, ctx: &Context<'_, E>) -> Vec<Reply> {
-        let extensions = self.shared.extensions.snapshot();
-        if extensions.is_empty() {
+        if self.shared.extensions.is_empty() {
             return self.dispatch(msg, ctx).await;
         }
-        let request = ctx.request.as_deref();
+        let extensions = self.shared.extensions.snapshot();
+        let request = ctx.request();
         let Some(msg) = pipe(&extensions, Stage::Incoming, msg, request).await else {
             return Vec::new();
         };
@@ -285,6 +285,14 @@ impl<E: Engine> Server<E> {
             tracing::error!(error = %e, "engine failed to ping");
         }
         let mut replies = match ctx.socket {
+            Some(socket) if ctx.parks_connects() && !hold.is_zero() => {
+                socket.bind(client);
+                // Held as data on the socket, not as this future: the reply is
+                // built now and the socket sends it when the hold ends.
+                reply.advice = Some(self.advice(&reply, eventsource));
+                ctx.parked(socket.park(&finish(reply), hold));
+                return Vec::new();
+            }
             Some(socket) => {
                 let binding = socket.bind(client);
                 let superseded = socket.hold_next();
@@ -303,8 +311,8 @@ impl<E: Engine> Server<E> {
                 // The connect's id says whether the client is asking again for an
                 // answer it did not get (see `Engine::take_queue`).
                 let request = msg.id.as_ref().map(|id| match id {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                    Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                    other => std::borrow::Cow::Owned(other.to_string()),
                 });
                 self.poll(client, hold, request.as_deref()).await
             }
@@ -341,7 +349,7 @@ impl<E: Engine> Server<E> {
     /// same client replaces this one.
     async fn poll(&self, client: ClientId, hold: Duration, request: Option<&str>) -> Vec<Reply> {
         let registry = &self.shared.registry;
-        let binding = Binding::new(false);
+        let binding = Binding::request();
         registry.bind(client, binding.clone());
         let _guard = BindingGuard { registry, client, binding: binding.clone() };
         let deadline = tokio::time::Instant::now() + hold;
@@ -356,10 +364,12 @@ impl<E: Engine> Server<E> {
             if hold.is_zero() || binding.ended.is_cancelled() {
                 return Vec::new();
             }
+            // Mail, or the binding's end (checked above).
             tokio::select! {
-                _ = binding.mail.notified() => tokio::task::yield_now().await,
+                flags = binding.signal.wait() => if flags & binding::MAIL != 0 {
+                    tokio::task::yield_now().await;
+                },
                 _ = tokio::time::sleep_until(deadline) => return Vec::new(),
-                _ = binding.ended.cancelled() => {}
             }
         }
     }

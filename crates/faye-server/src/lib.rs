@@ -216,6 +216,10 @@ pub struct Context<'a, E: Engine> {
     turn: std::sync::Mutex<Option<order::Turn>>,
     /// Set when the message being handled has its place (see `turn`).
     placed: std::sync::atomic::AtomicBool,
+    /// Whether a connect held on the socket is parked there rather than waited
+    /// for (see [`Context::park_connects`]), and whether one was.
+    parks: bool,
+    parked: std::sync::atomic::AtomicU64,
 }
 
 impl<'a, E: Engine> Context<'a, E> {
@@ -229,6 +233,8 @@ impl<'a, E: Engine> Context<'a, E> {
             arrived: tokio::time::Instant::now(),
             turn: std::sync::Mutex::new(None),
             placed: std::sync::atomic::AtomicBool::new(false),
+            parks: false,
+            parked: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -238,12 +244,15 @@ impl<'a, E: Engine> Context<'a, E> {
     pub fn on_socket(socket: &'a Socket<E>) -> Self {
         Self {
             socket: Some(socket),
-            request: socket.request().cloned(),
+            // The socket's own, made only if something reads it (`request()`).
+            request: None,
             trusted: socket.is_trusted(),
             handshakes: AtomicUsize::new(0),
             arrived: tokio::time::Instant::now(),
             turn: std::sync::Mutex::new(None),
             placed: std::sync::atomic::AtomicBool::new(false),
+            parks: false,
+            parked: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -258,11 +267,69 @@ impl<'a, E: Engine> Context<'a, E> {
             arrived: tokio::time::Instant::now(),
             turn: std::sync::Mutex::new(None),
             placed: std::sync::atomic::AtomicBool::new(false),
+            parks: false,
+            parked: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A socket's batch whose `/meta/connect`, when the server holds it, is not
+    /// waited for: the batch completes with no replies, and the socket hands
+    /// them out (the connect's last, as in one frame) as [`Push::Replies`] from
+    /// [`Socket::next_push`] when the hold ends. A held connect then costs the socket a few hundred bytes of data
+    /// instead of a live future. For sockets whose loop sends what
+    /// `next_push` returns (the WebSocket transport); without a socket it
+    /// changes nothing.
+    pub fn park_connects(mut self) -> Self {
+        self.parks = self.socket.is_some();
+        self
+    }
+
+    pub(crate) fn parks_connects(&self) -> bool {
+        self.parks
+    }
+
+    /// A connect of the batch was parked on the socket, as number `id`.
+    pub(crate) fn parked(&self, id: u64) {
+        self.parked.store(id, Ordering::Relaxed);
+    }
+
+    /// Whether a connect of the batch was parked on the socket (see
+    /// [`Context::park_connects`]): the batch's replies then go with its reply,
+    /// and [`Server::process`] returns none.
+    pub fn parked_a_connect(&self) -> bool {
+        self.parked.load(Ordering::Relaxed) != 0
     }
 
     pub(crate) fn is_trusted(&self) -> bool {
         self.trusted
+    }
+
+    /// The request the batch came in (a socket's, made when first asked for):
+    /// what extensions see. `None` inside the process.
+    pub(crate) fn request(&self) -> Option<&RequestInfo> {
+        match (&self.request, self.socket) {
+            (Some(request), _) => Some(request),
+            (None, Some(socket)) => socket.request().map(|r| &**r),
+            (None, None) => None,
+        }
+    }
+
+    /// How the batch arrived (`in-process` inside the process).
+    pub(crate) fn transport(&self) -> &'static str {
+        match (&self.request, self.socket) {
+            (Some(request), _) => request.transport,
+            (None, Some(socket)) => socket.transport(),
+            (None, None) => "in-process",
+        }
+    }
+
+    /// The peer's address, when the transport knows it.
+    pub(crate) fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        match (&self.request, self.socket) {
+            (Some(request), _) => request.remote_addr,
+            (None, Some(socket)) => socket.remote_addr(),
+            (None, None) => None,
+        }
     }
 
     /// Counts a client created by this batch; returns how many it created before.
@@ -358,6 +425,31 @@ impl<E: Engine> std::fmt::Debug for Server<E> {
     }
 }
 
+/// The parts of a batch still running after their turn (see `process_batch`).
+enum HeldParts<F> {
+    None,
+    One(F),
+    Many(FuturesUnordered<F>),
+}
+
+impl<F: Future> HeldParts<F> {
+    fn push(&mut self, part: F) {
+        *self = match std::mem::replace(self, Self::None) {
+            Self::None => Self::One(part),
+            Self::One(first) => {
+                let many = FuturesUnordered::new();
+                many.push(first);
+                many.push(part);
+                Self::Many(many)
+            }
+            Self::Many(many) => {
+                many.push(part);
+                Self::Many(many)
+            }
+        };
+    }
+}
+
 struct Shared<E> {
     engine: E,
     registry: Arc<Registry>,
@@ -404,23 +496,24 @@ impl<E: Engine> Server<E> {
     /// the client (by its tag, [`ClientId::log_tag`]) of the batch's first message.
     pub async fn process(&self, messages: Vec<Message>, ctx: &Context<'_, E>) -> Vec<Reply> {
         use tracing::Instrument as _;
-        let request = ctx.request.as_deref();
         let client =
             messages.first().and_then(|m| m.client_id.as_deref()).and_then(ClientId::parse);
+        // `remote` is given with the span (not recorded after), so the span's
+        // fields are formatted once; it comes last, as it did when recorded.
         let span = tracing::info_span!(
             "batch",
-            transport = request.map_or("in-process", |r| r.transport),
-            remote = tracing::field::Empty,
+            transport = ctx.transport(),
             client = client.as_ref().map(ClientId::log_tag),
+            remote = ctx.remote_addr().map(tracing::field::display),
         );
-        if let Some(remote) = request.and_then(|r| r.remote_addr) {
-            span.record("remote", tracing::field::display(remote));
-        }
         self.process_batch(messages, ctx).instrument(span).await
     }
 
     async fn process_batch(&self, messages: Vec<Message>, ctx: &Context<'_, E>) -> Vec<Reply> {
-        let mut held = FuturesUnordered::new();
+        // What is still running once its turn is over. Most batches leave one
+        // thing or none (a long-poll: its connect), which is then awaited as it is;
+        // only a second one makes the `FuturesUnordered` (completion order).
+        let mut held = HeldParts::None;
         let mut replies = Vec::new();
         for msg in messages {
             let connect = msg.channel.as_deref() == Some(MetaChannel::Connect.name());
@@ -433,8 +526,7 @@ impl<E: Engine> Server<E> {
                 match first.await {
                     Poll::Ready(mut part) => replies.append(&mut part),
                     Poll::Pending => {
-                        let transport = ctx.request.as_ref().map_or("in-process", |r| r.transport);
-                        held.push(metrics::Held::connect(connect, transport));
+                        held.push(metrics::Held::connect(connect, ctx.transport()));
                     }
                 }
                 drop(turn);
@@ -457,10 +549,21 @@ impl<E: Engine> Server<E> {
                 ctx.release_turn();
             }
         }
-        while let Some(mut part) = held.next().await {
-            replies.append(&mut part);
+        match held {
+            HeldParts::None => {}
+            HeldParts::One(one) => replies.append(&mut one.await),
+            HeldParts::Many(mut many) => {
+                while let Some(mut part) = many.next().await {
+                    replies.append(&mut part);
+                }
+            }
         }
         metrics::replies(&replies);
+        let parked = ctx.parked.load(Ordering::Relaxed);
+        if let Some(socket) = ctx.socket.filter(|_| parked != 0 && !replies.is_empty()) {
+            socket.join_parked(parked, replies);
+            return Vec::new();
+        }
         replies
     }
 
@@ -479,7 +582,7 @@ impl<E: Engine> Server<E> {
     /// `request` is what its outgoing extensions see (the upgrade or EventSource
     /// request).
     pub fn socket(&self, request: RequestInfo) -> Socket<E> {
-        Socket::remote(self.clone(), request.detached())
+        Socket::remote(self.clone(), &request)
     }
 
     /// A socket for code inside the process, with no request: batches on it are
@@ -522,6 +625,11 @@ impl<E: Engine> Server<E> {
         self.shared.registry.emit(event);
     }
 
+    /// Whether any extension is installed.
+    pub(crate) fn has_extensions(&self) -> bool {
+        !self.shared.extensions.is_empty()
+    }
+
     /// Runs deliveries through the outgoing extensions for one recipient. Without
     /// extensions this is free: the shared bytes go out as they are.
     pub(crate) async fn outgoing_deliveries(
@@ -529,10 +637,10 @@ impl<E: Engine> Server<E> {
         messages: Vec<EncodedMessage>,
         request: Option<&RequestInfo>,
     ) -> Vec<EncodedMessage> {
-        let extensions = self.shared.extensions.snapshot();
-        if extensions.is_empty() {
+        if self.shared.extensions.is_empty() {
             return messages;
         }
+        let extensions = self.shared.extensions.snapshot();
         let mut out = Vec::with_capacity(messages.len());
         for encoded in messages {
             let Ok(message) = encoded.decode() else { continue };

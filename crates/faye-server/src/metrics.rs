@@ -165,20 +165,18 @@ pub(crate) fn replies(replies: &[Reply]) {
 /// counted in [`CONNECTS_HELD`] while it lives.
 pub(crate) struct Held<F> {
     inner: F,
-    /// The transport of a held connect.
-    connect: Option<&'static str>,
+    _connect: Option<HeldConnect>,
 }
 
 impl<F> Held<F> {
     /// A held `/meta/connect`, by its batch's transport.
     pub(crate) fn connect(inner: F, transport: &'static str) -> Self {
-        metrics::gauge!(CONNECTS_HELD, "transport" => transport).increment(1.0);
-        Self { inner, connect: Some(transport) }
+        Self { inner, _connect: Some(HeldConnect::start(transport)) }
     }
 
     /// Another message (a publish in the engine's line).
     pub(crate) fn other(inner: F) -> Self {
-        Self { inner, connect: None }
+        Self { inner, _connect: None }
     }
 }
 
@@ -190,11 +188,21 @@ impl<F: Future + Unpin> Future for Held<F> {
     }
 }
 
-impl<F> Drop for Held<F> {
+/// Counts a held `/meta/connect` in [`CONNECTS_HELD`] while it lives (a future,
+/// or a connect parked on a socket).
+#[derive(Debug)]
+pub(crate) struct HeldConnect(&'static str);
+
+impl HeldConnect {
+    pub(crate) fn start(transport: &'static str) -> Self {
+        metrics::gauge!(CONNECTS_HELD, "transport" => transport).increment(1.0);
+        Self(transport)
+    }
+}
+
+impl Drop for HeldConnect {
     fn drop(&mut self) {
-        if let Some(transport) = self.connect {
-            metrics::gauge!(CONNECTS_HELD, "transport" => transport).decrement(1.0);
-        }
+        metrics::gauge!(CONNECTS_HELD, "transport" => self.0).decrement(1.0);
     }
 }
 

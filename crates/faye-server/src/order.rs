@@ -36,7 +36,7 @@ const MAX_AHEAD: usize = 64;
 /// The order state of every client handshaken on this server.
 #[derive(Default)]
 pub(crate) struct Sequencer {
-    clients: papaya::HashMap<ClientId, Arc<ClientOrder>>,
+    clients: papaya::HashMap<ClientId, Arc<ClientOrder>, foldhash::fast::RandomState>,
 }
 
 #[derive(Default)]

@@ -78,7 +78,7 @@ fn lock(m: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
 #[derive(Debug, Default)]
 pub(crate) struct Limiter {
     rate: OnceLock<PublishRate>,
-    clients: papaya::HashMap<ClientId, Mutex<Bucket>>,
+    clients: papaya::HashMap<ClientId, Mutex<Bucket>, foldhash::fast::RandomState>,
     anonymous: OnceLock<Mutex<Bucket>>,
 }
 

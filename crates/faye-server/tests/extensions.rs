@@ -211,6 +211,55 @@ async fn outgoing_extensions_run_on_socket_pushes_with_the_sockets_request() {
 }
 
 #[tokio::test]
+async fn an_extension_added_after_a_socket_opened_sees_the_request_that_opened_it() {
+    let server = server();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::COOKIE, http::HeaderValue::from_static("session=abc; x=1"));
+    headers.append("x-test", http::HeaderValue::from_static("one"));
+    headers.append("x-test", http::HeaderValue::from_static("two"));
+    let socket = server.socket(RequestInfo {
+        transport: "websocket",
+        uri: "/bayeux?room=7".parse().unwrap(),
+        headers,
+        remote_addr: Some("127.0.0.1:4242".parse().unwrap()),
+        ..Default::default()
+    });
+    let on_socket = |message: Value| {
+        let batch = decode_batch(message.to_string().as_bytes()).unwrap();
+        let server = server.clone();
+        let socket = &socket;
+        async move { server.process(batch, &Context::on_socket(socket)).await }
+    };
+    // Handled with no extensions: nothing reads the request yet.
+    let reply = on_socket(json!({"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]})).await;
+    let reply: Value = serde_json::from_slice(&encode_batch(&reply)).unwrap();
+    let id = reply[0]["clientId"].as_str().unwrap().to_owned();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    server.add_extension(incoming(move |m, req| {
+        let req = req.expect("a socket's message has its request");
+        let x_test: Vec<_> =
+            req.headers.get_all("x-test").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        record.lock().unwrap().push(json!({
+            "transport": req.transport,
+            "uri": req.uri.to_string(),
+            "cookie": req.cookie("session"),
+            "x-test": x_test,
+            "peer": req.remote_addr.map(|a| a.to_string()),
+        }));
+        Some(m)
+    }));
+    on_socket(json!({"channel":"/meta/subscribe","clientId":id,"subscription":"/a"})).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            json!({"transport":"websocket","uri":"/bayeux?room=7","cookie":"abc","x-test":["one","two"],"peer":"127.0.0.1:4242"})
+        ]
+    );
+    assert!(Arc::ptr_eq(socket.request().unwrap(), socket.request().unwrap()), "made once");
+}
+
+#[tokio::test]
 async fn removed_extensions_stop_running_and_are_told() {
     struct Counting(Arc<Mutex<Vec<&'static str>>>);
     impl Extension for Counting {
