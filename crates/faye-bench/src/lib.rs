@@ -28,6 +28,7 @@
 //! ```
 
 mod cluster;
+mod group;
 pub mod markdown;
 mod procfs;
 mod report;
@@ -42,8 +43,8 @@ use anyhow::{Context as _, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use report::{
-    ClusterNode, ClusterResult, IdleResult, Report, Saturation, ServerUsage, Settings, StepResult,
-    svg,
+    BUSY_PROCESS, ClusterNode, ClusterResult, GeneratorUsage, IdleResult, MACHINE_IDLE, Report,
+    SCHEDULE_KEPT, Saturation, ServerUsage, Settings, StepResult, generator_limit, svg,
 };
 pub use stats::{Counts, Latency};
 
@@ -76,12 +77,18 @@ impl Scenario {
 }
 
 /// How subscribers receive messages. Publishers always use WebSocket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Transport {
     /// One WebSocket per session (Faye's `websocket` connection type).
     Websocket,
     /// HTTP POST `/meta/connect` held until messages arrive (`long-polling`).
     LongPolling,
+    /// Handshake, subscribe and connect by HTTP POST, deliveries down a
+    /// `GET <mount>/<clientId>` with `Accept: text/event-stream` (`eventsource`).
+    #[value(name = "eventsource")]
+    #[serde(rename = "eventsource")]
+    EventSource,
 }
 
 impl Transport {
@@ -89,6 +96,7 @@ impl Transport {
         match self {
             Self::Websocket => "websocket",
             Self::LongPolling => "long-polling",
+            Self::EventSource => "eventsource",
         }
     }
 }
@@ -209,6 +217,14 @@ pub struct Args {
     /// Idle: messages published to all sessions after the hold.
     #[arg(long, default_value_t = 3)]
     pub probes: u64,
+    /// Spread the subscribing sessions over this many worker processes (this
+    /// binary re-executed), each opening its share; this process keeps the
+    /// publishers. 1: everything in this process. Chat, rooms, fanout, idle.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// Worker threads of each process's runtime (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Print the report as JSON on stdout (instead of the text summary).
     #[arg(long)]
     pub json: bool,
@@ -253,6 +269,39 @@ pub enum Command {
     /// Write `bench/compare`'s tables (Node Faye against faye-rs) into a Markdown
     /// file, between its GENERATED markers.
     Markdown(MarkdownArgs),
+    /// A worker process of `--processes N`: reads its share of the sessions
+    /// from stdin, reports on stdout (started by faye-bench itself).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Options of `worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Worker threads of this process's runtime (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Most processes and threads per process `--processes` and `--threads` accept.
+pub const MAX_PROCESSES: usize = 64;
+
+impl Cli {
+    /// The worker threads the runtime should have, if the command line says
+    /// (`--threads`); `None` for the runtime's default (one per CPU).
+    pub fn threads(&self) -> Option<usize> {
+        match (&self.command, &self.args) {
+            (Some(Command::Worker(w)), _) => w.threads,
+            (None, Some(a)) => a.threads,
+            _ => None,
+        }
+        .map(|t| t.clamp(1, MAX_PROCESSES))
+    }
+}
+
+/// The worker threads a runtime built with `threads` has.
+fn effective_threads(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Options of `markdown`: where the reports are, and what the run was.
@@ -325,6 +374,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.args) {
         (Some(Command::Plot(p)), _) => plot(p),
         (Some(Command::Markdown(m)), _) => write_markdown(m),
+        (Some(Command::Worker(w)), _) => {
+            group::worker_main(effective_threads(w.threads.map(|t| t.clamp(1, MAX_PROCESSES))))
+                .await
+        }
         (None, Some(args)) => {
             let (json, fail_on_loss) = (args.json, args.fail_on_loss);
             let report = run(args).await?;
@@ -438,8 +491,27 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         "--node is for the cluster scenario, which needs at least one"
     );
     ensure!(
-        clients.div_ceil(nodes.len().max(1)) <= fd_cap,
-        "--clients {clients} exceeds what this process may open ({fd_cap} with the current open-files limit); run several faye-bench processes"
+        (1..=MAX_PROCESSES).contains(&args.processes),
+        "--processes must be in 1..={MAX_PROCESSES}"
+    );
+    ensure!(
+        args.processes == 1
+            || matches!(
+                scenario,
+                Scenario::Chat | Scenario::Rooms | Scenario::Fanout | Scenario::Idle
+            ),
+        "--processes is for chat, rooms, fanout and idle (cluster runs a process per node)"
+    );
+    ensure!(args.processes == 1 || !args.external_probes, "--external-probes runs in one process");
+    ensure!(
+        args.threads.is_none_or(|t| (1..=MAX_PROCESSES).contains(&t)),
+        "--threads must be in 1..={MAX_PROCESSES}"
+    );
+    // Each process opens its share of the sessions (one file each).
+    let per_process = clients.div_ceil(nodes.len().max(1) * args.processes);
+    ensure!(
+        per_process <= fd_cap,
+        "--clients {clients} means {per_process} sessions per process, more than one may open ({fd_cap} with the current open-files limit); use more --processes"
     );
     let (rooms, rooms_per_client) = if chat_like {
         ensure!(args.rooms >= 1, "--rooms must be at least 1");
@@ -508,6 +580,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         external_probes: args.external_probes.then_some(args.probes),
         redis_pid: args.redis_pid,
         message_ids: args.message_ids,
+        processes: args.processes,
+        threads_arg: args.threads,
+        threads: effective_threads(args.threads),
+        held_after: 1,
     };
     let mut report = Report {
         label,

@@ -3,7 +3,11 @@
 
 use clap::Parser as _;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    faye_bench::main(faye_bench::Cli::parse()).await
+fn main() -> anyhow::Result<()> {
+    let cli = faye_bench::Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.threads() {
+        runtime.worker_threads(threads);
+    }
+    runtime.enable_all().build()?.block_on(faye_bench::main(cli))
 }

@@ -94,10 +94,86 @@ pub struct StepResult {
     /// `deliveries_per_cpu_s` counts the same deliveries.
     #[serde(default)]
     pub redis: Option<ServerUsage>,
-    /// The load generator's CPU time over the window, seconds.
+    /// The load generator's CPU time over the window, seconds (every process of
+    /// it: the publishing parent and its worker processes).
     pub generator_cpu_s: f64,
+    /// The load generator's processes and whether it, rather than the server,
+    /// was the limit (absent in reports written before it was measured).
+    #[serde(default)]
+    pub generator: Option<GeneratorUsage>,
     /// Ramp only: whether the step met the loss and p99 bounds.
     pub sustained: Option<bool>,
+}
+
+/// The load generator over a step: its processes, how busy the busiest was,
+/// how much of the machine was left idle, and whether it was the limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GeneratorUsage {
+    /// Processes: the parent (publishers) plus its workers (subscribers), or
+    /// 1 when one process does both.
+    pub processes: usize,
+    /// Worker threads of each process's runtime.
+    pub threads: usize,
+    /// CPU time of all of them over the window (user + system), seconds.
+    pub cpu_s: f64,
+    /// The busiest process's CPU-seconds / (window × its threads): 1.0 means
+    /// every thread it has was busy the whole window.
+    pub busiest_share: f64,
+    /// The share of the machine's CPU time left idle over the window
+    /// (`/proc/stat`, idle + iowait, all CPUs).
+    pub machine_idle_share: Option<f64>,
+    /// Why the generator, not the server, was the limit of this step (see
+    /// [`generator_limit`]); `None` if it was not.
+    pub bound: Option<String>,
+}
+
+/// A step is generator-bound below this share of its publish schedule.
+pub const SCHEDULE_KEPT: f64 = 0.9;
+/// A step is generator-bound when a generator process used at least this
+/// share of the CPU its threads could have.
+pub const BUSY_PROCESS: f64 = 0.9;
+/// A step ran on a saturated machine when less than this share of its CPU
+/// time was idle.
+pub const MACHINE_IDLE: f64 = 0.05;
+
+/// Why a step was generator-bound, if it was: the schedule was not kept
+/// (`publish_rate` < 90% of `offered`), a generator process was ≥ 90% busy, or
+/// the machine had < 5% idle CPU left (server and generator sharing it).
+pub fn generator_limit(
+    publish_rate: f64,
+    offered: f64,
+    busiest_share: f64,
+    machine_idle_share: Option<f64>,
+) -> Option<String> {
+    if offered > 0.0 && publish_rate < SCHEDULE_KEPT * offered {
+        return Some(format!(
+            "the generator published only {publish_rate:.0} of {offered:.0} msg/s"
+        ));
+    }
+    if busiest_share >= BUSY_PROCESS {
+        return Some(format!(
+            "a generator process used {:.0}% of its threads' CPU",
+            busiest_share * 100.0
+        ));
+    }
+    if let Some(idle) = machine_idle_share.filter(|&i| i < MACHINE_IDLE) {
+        return Some(format!(
+            "the machine was saturated ({:.1}% idle CPU; server and generator share it)",
+            idle * 100.0
+        ));
+    }
+    None
+}
+
+impl StepResult {
+    /// Why the generator was the limit of this step, if it was. Reports from
+    /// before [`GeneratorUsage`] existed are judged on the schedule alone.
+    pub fn generator_bound(&self) -> Option<String> {
+        match &self.generator {
+            Some(g) => g.bound.clone(),
+            None => generator_limit(self.publish_rate, self.offered_msgs_per_sec, 0.0, None),
+        }
+    }
 }
 
 /// The server process's resource use over a step.
@@ -312,9 +388,11 @@ impl Report {
                     Some(false) => "FAIL",
                     None => "",
                 };
+                let bound =
+                    if step.generator_bound().is_some() { " (generator-bound)" } else { "" };
                 let _ = writeln!(
                     s,
-                    "  step {i}: offered {:.0} msg/s {mark}",
+                    "  step {i}: offered {:.0} msg/s {mark}{bound}",
                     step.offered_msgs_per_sec
                 );
             }
@@ -372,6 +450,22 @@ fn step_lines(s: &mut String, r: &StepResult) {
             sv.deliveries_per_cpu_s,
             r.generator_cpu_s
         );
+    }
+    if let Some(g) = &r.generator {
+        let _ = writeln!(
+            s,
+            "    generator: {} process(es) x {} threads, CPU {:.2} s, busiest process {:.0}% of its threads, machine idle {} | {}",
+            g.processes,
+            g.threads,
+            g.cpu_s,
+            g.busiest_share * 100.0,
+            g.machine_idle_share.map_or_else(|| "?".to_owned(), |i| format!("{:.1}%", i * 100.0)),
+            g.bound
+                .as_deref()
+                .map_or_else(|| "not the limit".to_owned(), |b| format!("GENERATOR-BOUND: {b}"))
+        );
+    } else if let Some(b) = r.generator_bound() {
+        let _ = writeln!(s, "    GENERATOR-BOUND: {b}");
     }
     if let Some(rd) = &r.redis {
         let _ = writeln!(
@@ -659,5 +753,52 @@ mod tests {
         assert!(out.starts_with("<svg") && out.ends_with("</svg>\n"));
         assert!(out.contains("a&lt;b"));
         assert_eq!(out.matches("<polyline").count(), 4);
+    }
+}
+
+#[cfg(test)]
+mod generator_tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_generator_bound_for_each_reason() {
+        assert_eq!(generator_limit(1000.0, 1000.0, 0.5, Some(0.3)), None);
+        let late = generator_limit(899.0, 1000.0, 0.1, Some(0.9)).unwrap();
+        assert!(late.contains("published only 899 of 1000"), "{late}");
+        assert_eq!(generator_limit(900.0, 1000.0, 0.1, None), None);
+        assert!(generator_limit(1000.0, 1000.0, 0.9, None).unwrap().contains("90%"));
+        assert_eq!(generator_limit(1000.0, 1000.0, 0.89, None), None);
+        let full = generator_limit(1000.0, 1000.0, 0.5, Some(0.049)).unwrap();
+        assert!(full.contains("saturated (4.9% idle"), "{full}");
+        assert_eq!(generator_limit(1000.0, 1000.0, 0.5, Some(0.05)), None);
+        // No schedule (idle probes): only CPU counts.
+        assert_eq!(generator_limit(5.0, 0.0, 0.1, None), None);
+    }
+
+    #[test]
+    fn old_reports_load_and_are_judged_on_their_schedule() {
+        let old = r#"{"offered_msgs_per_sec":100.0,"offered_deliveries_per_sec":0.0,"published":0,
+            "publish_failed":0,"publish_rate":50.0,"max_schedule_lag_ms":0.0,"sessions":1,
+            "sessions_failed":0,"sessions_dropped":0,
+            "counts":{"expected":0,"delivered":0,"lost":0,"duplicated":0,"out_of_order":0,"misrouted":0,"malformed":0},
+            "deliveries_per_sec":0.0,"elapsed_s":1.0,
+            "latency":{"count":0,"mean_ms":0.0,"p50_ms":0.0,"p90_ms":0.0,"p99_ms":0.0,"p999_ms":0.0,"max_ms":0.0,"distribution":[]},
+            "server":null,"generator_cpu_s":0.5,"sustained":false}"#;
+        let step: StepResult = serde_json::from_str(old).unwrap();
+        assert!(step.generator.is_none());
+        assert!(step.generator_bound().unwrap().contains("published only 50 of 100"));
+        // Every report bench/compare left in bench/results still loads.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/results");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                serde_json::from_str::<Report>(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n > 0);
     }
 }

@@ -17,6 +17,30 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("valid histogram bounds")
 }
 
+/// A histogram in HdrHistogram's V2 format, base64: how a worker process sends
+/// its latencies to the parent.
+pub(crate) fn encode_histogram(h: &Histogram<u64>) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Serializer as _;
+    let mut bytes = Vec::new();
+    hdrhistogram::serialization::V2Serializer::new()
+        .serialize(h, &mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot serialise a histogram: {e:?}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// The histogram [`encode_histogram`] wrote.
+pub(crate) fn decode_histogram(text: &str) -> anyhow::Result<Histogram<u64>> {
+    use anyhow::Context as _;
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .context("a histogram that is not base64")?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| anyhow::anyhow!("cannot read a histogram: {e:?}"))
+}
+
 /// A set of message ids, one bit each.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct BitSet {
@@ -37,8 +61,8 @@ impl BitSet {
     }
 }
 
-/// What one subscriber counted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What one subscriber (or, merged, a group of them) counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Tally {
     /// Distinct messages received.
     pub(crate) unique: u64,
@@ -336,6 +360,23 @@ mod tests {
         // The plot's points rise monotonically and end at the maximum.
         assert!(l.distribution.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
         assert_eq!(l.distribution.last().map(|p| p.0), Some(100.0));
+    }
+
+    #[test]
+    fn histograms_survive_the_trip_between_processes() {
+        let mut h = new_histogram();
+        for v in [1, 7, 1000, 1000, 250_000, HIST_MAX_US] {
+            h.record(v).unwrap();
+        }
+        let back = decode_histogram(&encode_histogram(&h).unwrap()).unwrap();
+        assert_eq!(back.len(), 6);
+        assert_eq!(Latency::from_histogram(&back), Latency::from_histogram(&h));
+        // Merged into the parent's, with the same bounds.
+        let mut all = new_histogram();
+        all.add(&back).unwrap();
+        assert_eq!(all.max(), h.max());
+        assert!(decode_histogram("not base64!").is_err());
+        assert!(decode_histogram("AAAA").is_err());
     }
 
     #[test]

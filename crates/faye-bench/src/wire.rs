@@ -184,6 +184,59 @@ impl HttpConn {
     }
 }
 
+impl HttpConn {
+    /// GETs `path` with `Accept: text/event-stream` and returns the body as it
+    /// streams (status 200 required): an EventSource.
+    pub(crate) async fn event_stream(&mut self, path: &str) -> anyhow::Result<EventStream> {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = path.parse().with_context(|| format!("bad path {path:?}"))?;
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        self.sender.ready().await.context("HTTP connection")?;
+        let response = self.sender.send_request(request).await.context("HTTP request")?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let body = response.into_body().collect().await.context("HTTP read")?.to_bytes();
+            bail!("EventSource: HTTP {}: {}", status.as_u16(), String::from_utf8_lossy(&body));
+        }
+        Ok(EventStream { body: response.into_body(), pending: Vec::new() })
+    }
+}
+
+/// An EventSource response body, handed out in whole lines.
+#[derive(Debug)]
+pub(crate) struct EventStream {
+    body: hyper::body::Incoming,
+    /// The start of a line not yet complete.
+    pending: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next run of complete lines (`data: [...]` events, comments, blank
+    /// lines), so that a delivery split over two chunks is read whole; `None`
+    /// when the stream ended.
+    pub(crate) async fn next_lines(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        loop {
+            let Some(frame) = self.body.frame().await else { return Ok(None) };
+            let Ok(data) = frame.context("EventSource read")?.into_data() else { continue };
+            if let Some(lines) = take_lines(&mut self.pending, &data) {
+                return Ok(Some(lines));
+            }
+        }
+    }
+}
+
+/// Appends `chunk` to `pending` and takes everything up to its last newline
+/// (`None` while no line is complete). JSON has no raw newlines, so an event's
+/// `data:` line is complete at its newline.
+fn take_lines(pending: &mut Vec<u8>, chunk: &[u8]) -> Option<Vec<u8>> {
+    pending.extend_from_slice(chunk);
+    let end = memchr::memrchr(b'\n', pending)? + 1;
+    let rest = pending.split_off(end);
+    Some(std::mem::replace(pending, rest))
+}
+
 impl Drop for HttpConn {
     fn drop(&mut self) {
         self.conn.abort();
@@ -437,6 +490,21 @@ mod tests {
         assert_eq!(malformed, 1);
         assert!(has_connect_reply(frame.as_bytes()));
         assert!(!has_connect_reply(b"[{\"channel\":\"/meta/connectx\"}]"));
+    }
+
+    #[test]
+    fn event_stream_lines_are_taken_whole() {
+        let mut pending = Vec::new();
+        assert_eq!(
+            take_lines(&mut pending, b"retry: 5000\r\n\r\ndata: [{\"_fb\":\"1:0"),
+            Some(b"retry: 5000\r\n\r\n".to_vec())
+        );
+        assert_eq!(take_lines(&mut pending, b":0:5\"}]"), None);
+        let lines = take_lines(&mut pending, b"\r\n\r\n").unwrap();
+        assert!(pending.is_empty());
+        let mut got = Vec::new();
+        assert_eq!(scan_deliveries(&lines, |d| got.push(d)), 0);
+        assert_eq!(got, vec![Marker { id: 1, publisher: 0, room: 0, t_ns: 5 }]);
     }
 
     #[test]
