@@ -219,7 +219,8 @@ impl FayeRedisEngine {
             return Err(Error::Version { found: version });
         }
         crate::load(&mut conn, &*SCRIPTS).await.map_err(Error::Redis)?;
-        let pubsub = subscribe(&url, config.ca_cert.as_deref(), &keys).await.map_err(Error::Redis)?;
+        let pubsub =
+            subscribe(&url, config.ca_cert.as_deref(), &keys).await.map_err(Error::Redis)?;
         let (lane, lane_rx) = mpsc::unbounded_channel();
         Ok(Self {
             inner: Arc::new(Inner {
