@@ -124,6 +124,26 @@ mod layout {
         node.shutdown().await;
     }
 
+    /// A notification sent once `connect` has returned reaches the node, even
+    /// before the server starts it: the subscription is made in `connect`, not
+    /// later by a task that a notification could outrun.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hears_a_notification_sent_before_it_started() {
+        let node = FayeLayout::fresh_layout().await;
+        let mut r = redis(&node.server).await;
+        let id = faye_engine::ClientId::from_random_bytes([9; 20]);
+        let _: () = redis::cmd("PUBLISH")
+            .arg("/notifications/messages")
+            .arg(id.as_str())
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        let rec = start(&node, Duration::from_secs(10));
+        eventually("the notification sent before start is heard", || rec.mail().contains(&id))
+            .await;
+        node.shutdown().await;
+    }
+
     /// Two nodes collect: an expired client is destroyed and reported once, its
     /// keys are gone, and the lock is released.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
