@@ -368,13 +368,7 @@ pub fn generate(results: &Results, run: &RunInfo, machine: &Machine) -> anyhow::
             &fmt_rate(rs),
             &ratio(rs, ns, false),
         );
-        row(
-            title,
-            "at that step: p50 / p99 (ms)",
-            &format!("{} / {}", fmt_ms(n.latency.p50_ms), fmt_ms(n.latency.p99_ms)),
-            &format!("{} / {}", fmt_ms(r.latency.p50_ms), fmt_ms(r.latency.p99_ms)),
-            "",
-        );
+        row(title, "at that step: p50 / p99 (ms)", &p50_p99(n), &p50_p99(r), "");
         row(
             title,
             "at that step: deliveries per server CPU-second",
@@ -413,23 +407,7 @@ pub fn generate(results: &Results, run: &RunInfo, machine: &Machine) -> anyhow::
         &fmt_rate(Some(r.deliveries_per_sec)),
         &ratio(Some(r.deliveries_per_sec), Some(n.deliveries_per_sec), false),
     );
-    row(
-        s,
-        "latency p50 / p99 / max (ms)",
-        &format!(
-            "{} / {} / {}",
-            fmt_ms(n.latency.p50_ms),
-            fmt_ms(n.latency.p99_ms),
-            fmt_ms(n.latency.max_ms)
-        ),
-        &format!(
-            "{} / {} / {}",
-            fmt_ms(r.latency.p50_ms),
-            fmt_ms(r.latency.p99_ms),
-            fmt_ms(r.latency.max_ms)
-        ),
-        "",
-    );
+    row(s, "latency p50 / p99 / max (ms)", &p50_p99_max(n), &p50_p99_max(r), "");
     row(
         s,
         "deliveries per server CPU-second",
@@ -713,14 +691,7 @@ pub fn generate_redis(
             &fmt_rate(rs),
             &ratio(rs, ns, false),
         );
-        row(
-            o,
-            title,
-            "at that step: p50 / p99 (ms)",
-            &format!("{} / {}", fmt_ms(n.latency.p50_ms), fmt_ms(n.latency.p99_ms)),
-            &format!("{} / {}", fmt_ms(r.latency.p50_ms), fmt_ms(r.latency.p99_ms)),
-            "",
-        );
+        row(o, title, "at that step: p50 / p99 (ms)", &p50_p99(n), &p50_p99(r), "");
         row(
             o,
             title,
@@ -765,14 +736,7 @@ pub fn generate_redis(
         &fmt_rate(rs),
         &ratio(rs, ns, false),
     );
-    row(
-        o,
-        title,
-        "at that step: p50 / p99 (ms)",
-        &format!("{} / {}", fmt_ms(n.latency.p50_ms), fmt_ms(n.latency.p99_ms)),
-        &format!("{} / {}", fmt_ms(r.latency.p50_ms), fmt_ms(r.latency.p99_ms)),
-        "",
-    );
+    row(o, title, "at that step: p50 / p99 (ms)", &p50_p99(n), &p50_p99(r), "");
     row(o, title, "ramp stopped because", stop_reason(nr), stop_reason(rr), "");
     row(
         o,
@@ -815,24 +779,7 @@ pub fn generate_redis(
         &fmt_rate(Some(r.deliveries_per_sec)),
         &ratio(Some(r.deliveries_per_sec), Some(n.deliveries_per_sec), false),
     );
-    row(
-        o,
-        &title,
-        "latency p50 / p99 / max (ms)",
-        &format!(
-            "{} / {} / {}",
-            fmt_ms(n.latency.p50_ms),
-            fmt_ms(n.latency.p99_ms),
-            fmt_ms(n.latency.max_ms)
-        ),
-        &format!(
-            "{} / {} / {}",
-            fmt_ms(r.latency.p50_ms),
-            fmt_ms(r.latency.p99_ms),
-            fmt_ms(r.latency.max_ms)
-        ),
-        "",
-    );
+    row(o, &title, "latency p50 / p99 / max (ms)", &p50_p99_max(n), &p50_p99_max(r), "");
     row(
         o,
         &title,
@@ -1014,6 +961,10 @@ fn pct(r: Option<f64>, c: Option<f64>) -> String {
 
 fn p50_p99(s: &StepResult) -> String {
     format!("{} / {}", fmt_ms(s.latency.p50_ms), fmt_ms(s.latency.p99_ms))
+}
+
+fn p50_p99_max(s: &StepResult) -> String {
+    format!("{} / {}", p50_p99(s), fmt_ms(s.latency.max_ms))
 }
 
 fn delivered_row(o: &mut String, title: &str, c: &StepResult, r: &StepResult) {
