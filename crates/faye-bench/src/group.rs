@@ -563,6 +563,21 @@ fn advice_interval_ms(reply: &[u8]) -> Option<u64> {
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
+/// Tells the group how a session's setup went, letting go of its channel:
+/// the session's state if it is up.
+fn announce<T>(
+    ready: mpsc::UnboundedSender<(usize, anyhow::Result<()>)>,
+    idx: usize,
+    setup: anyhow::Result<T>,
+) -> Option<T> {
+    let (result, state) = match setup {
+        Ok(state) => (Ok(()), Some(state)),
+        Err(e) => (Err(e), None),
+    };
+    let _ = ready.send((idx, result));
+    state
+}
+
 /// One subscribing session: set up, then count deliveries until stopped.
 async fn subscriber(
     s: Session,
@@ -593,15 +608,9 @@ async fn subscriber(
                 wire::ws_send(&mut ws, wire::connect_json(&client_id, "websocket", 0)).await?;
                 anyhow::Ok((ws, client_id))
             };
-            let (mut ws, client_id) = match setup.await {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = ready.send((idx, Err(e)));
-                    return SubOutcome { tally: receiver.tally, dropped: false };
-                }
+            let Some((mut ws, client_id)) = announce(ready, idx, setup.await) else {
+                return SubOutcome { tally: receiver.tally, dropped: false };
             };
-            let _ = ready.send((idx, Ok(())));
-            drop(ready);
             let mut connects = 0u64;
             loop {
                 tokio::select! {
@@ -653,15 +662,9 @@ async fn subscriber(
                 wire::check_subscribed(&reply, channels.len())?;
                 anyhow::Ok((http, client_id))
             };
-            let (mut http, client_id) = match setup.await {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = ready.send((idx, Err(e)));
-                    return SubOutcome { tally: receiver.tally, dropped: false };
-                }
+            let Some((mut http, client_id)) = announce(ready, idx, setup.await) else {
+                return SubOutcome { tally: receiver.tally, dropped: false };
             };
-            let _ = ready.send((idx, Ok(())));
-            drop(ready);
             let mut connects = 0u64;
             loop {
                 let msg = wire::connect_json(&client_id, "long-polling", connects);
@@ -713,15 +716,10 @@ async fn subscriber(
                 let interval = advice_interval_ms(&reply).unwrap_or(10_000).clamp(1000, 60_000);
                 anyhow::Ok((http, stream, client_id, Duration::from_millis(interval)))
             };
-            let (http, mut stream, client_id, interval) = match setup.await {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = ready.send((idx, Err(e)));
-                    return SubOutcome { tally: receiver.tally, dropped: false };
-                }
+            let Some((http, mut stream, client_id, interval)) = announce(ready, idx, setup.await)
+            else {
+                return SubOutcome { tally: receiver.tally, dropped: false };
             };
-            let _ = ready.send((idx, Ok(())));
-            drop(ready);
             // As Faye's client: connect again `interval` after each connect
             // reply (on a connection of its own: the stream holds this one).
             let mut next_connect = Instant::now() + interval;
